@@ -1,0 +1,230 @@
+"""The service spec as users write it: the one validated shape at the API edge.
+
+Everything a user can say about a service is here, with its defaults and limits.
+Validation errors from these models become the 422 error shape (see errors.py).
+"""
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$")
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_MEM_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024,
+    "m": 1000**2, "mb": 1000**2, "mi": 1024**2, "mib": 1024**2,
+    "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
+}
+MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses memory limits below 6 MiB
+
+MAX_ITEMS = 256
+MAX_STR = 4096
+
+
+def parse_memory(value: Any) -> int | None:
+    """Bytes from an int or a string like '64Mi', '128m', '1G'."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("must be a byte count or a string like '64Mi'")
+    if isinstance(value, (int, float)):
+        n = int(value)
+    else:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
+        if not m or m.group(2).lower() not in _MEM_UNITS:
+            raise ValueError("must be a byte count or a string like '64Mi', '128M', '1Gi'")
+        n = int(float(m.group(1)) * _MEM_UNITS[m.group(2).lower()])
+    if n < MIN_MEMORY:
+        raise ValueError("must be at least 6Mi (Docker's minimum)")
+    return n
+
+
+def dns_label(value: str) -> str:
+    if not isinstance(value, str) or not DNS_LABEL.fullmatch(value):
+        raise ValueError(
+            "must be a DNS label: 1-63 lowercase letters, digits or '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Port(_Strict):
+    container_port: int = Field(ge=1, le=65535)
+    host_port: int | None = Field(default=None, ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class Resources(_Strict):
+    """Both the placement request and the container's limit."""
+
+    cpus: float | None = Field(default=None, gt=0, le=1024)
+    memory: int | None = Field(default=None, description="bytes; strings like '64Mi' accepted")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int | None:
+        return parse_memory(v)
+
+
+class Restart(_Strict):
+    policy: Literal["always", "on-failure", "never"] = "always"
+    backoff_cap: float = Field(default=30.0, ge=0, le=3600, description="seconds; the exponential back-off never waits longer")
+
+
+class Placement(_Strict):
+    constraints: list[str] = Field(default_factory=list, max_length=64)
+    strategy: Literal["spread", "binpack"] = "spread"
+    max_per_node: int | None = Field(default=None, ge=1)
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, v: list[str]) -> list[str]:
+        from orchestrator.core.constraints import parse_constraint
+
+        for c in v:
+            parse_constraint(c)  # raises ValueError with a clear message
+        return v
+
+
+class Health(_Strict):
+    type: Literal["http", "tcp", "exec"]
+    port: int | None = Field(default=None, ge=1, le=65535)
+    path: str = Field(default="/", max_length=1024)
+    expected_status: int = Field(default=200, ge=100, le=599)
+    command: list[str] | None = Field(default=None, max_length=MAX_ITEMS)
+    interval: float = Field(default=2.0, gt=0, le=3600)
+    timeout: float = Field(default=1.0, gt=0, le=3600)
+    retries: int = Field(default=3, ge=1, le=100)
+    start_period: float = Field(default=0.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _needs(self) -> "Health":
+        if self.type in ("http", "tcp") and self.port is None:
+            raise ValueError(f"a {self.type} health check needs a port")
+        if self.type == "exec" and not self.command:
+            raise ValueError("an exec health check needs a command")
+        return self
+
+
+Percent = Annotated[str, Field(pattern=r"^\d{1,3}%$")]
+
+
+class Update(_Strict):
+    max_surge: int | Percent = "25%"
+    max_unavailable: int | Percent = "25%"
+    min_ready_seconds: float = Field(default=0.0, ge=0, le=3600)
+    progress_deadline: float = Field(default=600.0, gt=0, le=86400)
+    failure_action: Literal["pause", "rollback"] = "rollback"
+
+    @field_validator("max_surge", "max_unavailable")
+    @classmethod
+    def _non_negative(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be >= 0")
+        if isinstance(v, str) and int(v[:-1]) > 100:
+            raise ValueError("a percentage must be at most 100%")
+        return v
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> "Update":
+        def zero(v: int | str) -> bool:
+            return v == 0 or v == "0%"
+
+        if zero(self.max_surge) and zero(self.max_unavailable):
+            raise ValueError("max_surge and max_unavailable cannot both be 0")
+        return self
+
+
+def _split_command(v: Any) -> Any:
+    if isinstance(v, str):
+        return shlex.split(v)
+    return v
+
+
+class ServiceSpec(_Strict):
+    """Everything that, when changed, makes a new revision (replicas excepted)."""
+
+    image: str = Field(min_length=1, max_length=512)
+    command: list[Annotated[str, Field(max_length=MAX_STR)]] | None = Field(
+        default=None, max_length=MAX_ITEMS, description="overrides the image's CMD; a string is split like a shell would")
+    entrypoint: list[Annotated[str, Field(max_length=MAX_STR)]] | None = Field(
+        default=None, max_length=MAX_ITEMS, description="overrides the image's ENTRYPOINT")
+    env: dict[str, Annotated[str, Field(max_length=MAX_STR * 8)]] = Field(default_factory=dict, max_length=MAX_ITEMS)
+    ports: list[Port] = Field(default_factory=list, max_length=64)
+    resources: Resources = Field(default_factory=Resources)
+    labels: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict, max_length=MAX_ITEMS)
+    stop_timeout: int = Field(default=10, ge=0, le=3600, description="seconds between SIGTERM and SIGKILL")
+    init: bool = Field(default=False, description="run an init process as PID 1 (reaps zombies, forwards signals)")
+    restart: Restart = Field(default_factory=Restart)
+    pull: Literal["if-not-present", "always", "never"] = "if-not-present"
+    placement: Placement = Field(default_factory=Placement)
+    health: Health | None = None
+    update: Update = Field(default_factory=Update)
+
+    _cmd = field_validator("command", "entrypoint", mode="before")(classmethod(lambda cls, v: _split_command(v)))
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        if not v.strip() or any(c.isspace() for c in v):
+            raise ValueError("must be a non-empty image reference without spaces")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if not ENV_KEY.fullmatch(k):
+                raise ValueError(f"invalid environment variable name {k!r}")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for k in v:
+            if not LABEL_KEY.fullmatch(k):
+                raise ValueError(f"invalid label key {k!r}")
+            if k.startswith("dockyard."):
+                raise ValueError(f"label key {k!r} uses the reserved prefix 'dockyard.'")
+        return v
+
+    @model_validator(mode="after")
+    def _ports_unique(self) -> "ServiceSpec":
+        seen: set[tuple[int, str]] = set()
+        for p in self.ports:
+            if p.host_port is not None:
+                key = (p.host_port, p.protocol)
+                if key in seen:
+                    raise ValueError(f"host port {p.host_port}/{p.protocol} is listed twice")
+                seen.add(key)
+        return self
+
+
+class ServiceApply(ServiceSpec):
+    """Body of PUT /v1/services/{name}: the spec plus how many and bookkeeping."""
+
+    replicas: int = Field(default=1, ge=0, le=10000)
+    version: int | None = Field(default=None, description="optimistic concurrency: refuse with 409 unless it matches")
+    change_cause: str | None = Field(default=None, max_length=1024)
+    stack: str | None = Field(default=None, description="the stack this service belongs to")
+
+    @field_validator("stack")
+    @classmethod
+    def _stack(cls, v: str | None) -> str | None:
+        return None if v is None else dns_label(v)
+
+    def spec(self) -> ServiceSpec:
+        return ServiceSpec.model_validate(self.model_dump(exclude={"replicas", "version", "change_cause", "stack"}))
+
+
+class Scale(_Strict):
+    replicas: int = Field(ge=0, le=10000)
