@@ -1,0 +1,256 @@
+"""The agent process: join, long-poll assignments, reconcile the local engine, report back.
+
+Three threads: the poller (long poll for assignments, which is also the heartbeat), the
+Docker events watcher (a crash wakes the reconciler at once) and the reconciler, which
+runs the pure diff and hands actions to a bounded pool so containers start in parallel.
+Nothing is kept on disk: a restarted agent re-adopts its labelled containers.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from agent import diff as d
+from agent.client import AuthLost, SyncClient
+from agent.driver import DockerDriver, DriverError
+from agent.types import Assignment, Observed
+
+log = logging.getLogger("dockyard.agent")
+FULL_REPORT_EVERY = 10.0  # seconds: re-send an unchanged report now and then (level-triggered)
+
+
+@dataclass
+class AgentConfig:
+    server: str
+    join_token: str
+    node_name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    cpus: float | None = None
+    memory: int | None = None
+    address: str = ""
+    listen: str = "127.0.0.1:0"
+    concurrency: int = 8
+    verify: object = True
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, driver: DockerDriver | None = None):
+        self.cfg = cfg
+        self.driver = driver or DockerDriver(cfg.node_name)
+        self.client = SyncClient(cfg.server, verify=cfg.verify)
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.generation: str | None = None
+        self.assignments: dict[str, Assignment] = {}
+        self.have_assignments = False  # never remove anything before the first answer
+        self.restarts: dict[str, d.RestartInfo] = {}
+        self.errors: dict[str, str] = {}  # instance id -> why its container could not start
+        self.run_backoff: dict[str, float] = {}
+        self.run_failures: dict[str, int] = {}
+        self.busy: set[str] = set()
+        self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="act")
+        self.heartbeat = 1.0
+        self._last_report: list[dict] | None = None
+        self._last_report_at = 0.0
+
+    # -- server side ---------------------------------------------------------------
+    def join(self) -> None:
+        delay = 0.2
+        while not self.stop.is_set():
+            try:
+                info = self.driver.info()
+                out = self.client.join({
+                    "join_token": self.cfg.join_token, "node_name": self.cfg.node_name, "address": self.cfg.address,
+                    "labels": self.cfg.labels, "cpus": self.cfg.cpus or info["cpus"],
+                    "memory": self.cfg.memory or info["memory"], "agent_version": _version(),
+                    "engine_version": info["engine_version"],
+                })
+                self.heartbeat = out.get("heartbeat_interval", 1.0)
+                log.info("joined %s as node %s", self.cfg.server, self.cfg.node_name)
+                return
+            except Exception as exc:
+                log.warning("join failed (%s); retrying in %.1fs", exc, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _take(self, generation: str, assignments: list[Assignment]) -> None:
+        with self.lock:
+            if generation != self.generation or not self.have_assignments:
+                self.generation = generation
+                self.assignments = {a.instance_id: a for a in assignments}
+                self.have_assignments = True
+                for a in assignments:  # the server's count survives our restarts
+                    info = self.restarts.setdefault(a.instance_id, d.RestartInfo())
+                    info.count = max(info.count, a.restart_count)
+                self.wake.set()
+
+    def poll_forever(self) -> None:
+        while not self.stop.is_set():
+            try:
+                gen, assignments, self.heartbeat = self.client.sync(self.generation, self.heartbeat, None)
+                self._take(gen, assignments)
+            except AuthLost:
+                log.warning("credential refused; joining again")
+                self.join()
+            except Exception as exc:
+                # the data plane outlives the control plane: keep running what we have
+                log.warning("sync failed (%s); containers keep running, retrying", exc)
+                self.stop.wait(1.0)
+
+    def report(self, observed: list[Observed], force: bool = False) -> None:
+        items = self._report_items(observed)
+        now = time.time()
+        if not force and items == self._last_report and now - self._last_report_at < FULL_REPORT_EVERY:
+            return
+        try:
+            gen, assignments, _ = self.client.sync(self.generation, 0, items)
+            self._last_report, self._last_report_at = items, now
+            self._take(gen, assignments)
+        except AuthLost:
+            pass  # the poller joins again; the next pass reports
+        except Exception as exc:
+            log.debug("report failed: %s", exc)
+
+    def _report_items(self, observed: list[Observed]) -> list[dict]:
+        items = []
+        with self.lock:
+            assigned = dict(self.assignments)
+        for o in observed:
+            a = assigned.get(o.instance_id)
+            policy = ((a.spec.get("restart") or {}).get("policy", "always")) if a else "always"
+            state, healthy = d.report_state(o, policy)
+            items.append({"instance_id": o.instance_id, "container_id": o.container_id, "state": state,
+                          "healthy": healthy, "exit_code": o.exit_code, "host_ports": o.host_ports,
+                          "restart_count": self.restarts.get(o.instance_id, d.RestartInfo()).count,
+                          "error": o.error or ""})
+        seen = {o.instance_id for o in observed}
+        for iid, err in self.errors.items():
+            if iid not in seen and iid in assigned:
+                items.append({"instance_id": iid, "state": "failed", "error": err,
+                              "restart_count": self.restarts.get(iid, d.RestartInfo()).count})
+        return sorted(items, key=lambda i: i["instance_id"])
+
+    # -- local side ----------------------------------------------------------------
+    def watch_events(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for _action, _cid, _iid in self.driver.events(self.stop):
+                    self.wake.set()
+            except Exception as exc:
+                log.warning("docker events stream failed (%s); reconnecting", exc)
+                self.stop.wait(1.0)
+
+    def reconcile_forever(self) -> None:
+        while not self.stop.is_set():
+            self.wake.wait(timeout=1.0)
+            self.wake.clear()
+            try:
+                self.reconcile_once()
+            except Exception as exc:
+                log.warning("local reconcile failed (%s); retrying", exc)
+                self.stop.wait(0.5)
+
+    def reconcile_once(self) -> None:
+        observed = self.driver.list()
+        now = time.time()
+        with self.lock:
+            if not self.have_assignments:
+                return
+            assigned = list(self.assignments.values())
+            busy = frozenset(self.busy)
+        for o in observed:  # a stable run resets the back-off
+            info = self.restarts.get(o.instance_id)
+            if info and o.state == "running" and info.consecutive and now - info.last_at > d.STABLE_SECONDS:
+                info.consecutive = 0
+        actions = d.diff(assigned, observed, self.restarts, now, busy, self.run_backoff)
+        for a in actions.run:
+            self._submit(a.instance_id, self._run, a)
+        for a, cid in actions.restart:
+            self._submit(a.instance_id, self._restart, a, cid)
+        for cid, timeout in actions.remove:
+            self._submit("rm:" + cid, self._remove, cid, timeout)
+        live = {a.instance_id for a in assigned}
+        for table in (self.errors, self.run_backoff, self.run_failures):
+            for iid in [k for k in table if k not in live]:
+                del table[iid]
+        if actions.wake_at is not None:
+            threading.Timer(max(0.0, actions.wake_at - now) + 0.01, self.wake.set).start()
+        self.report(observed)
+
+    def _submit(self, key: str, fn, *args) -> None:  # type: ignore[no-untyped-def]
+        with self.lock:
+            if key in self.busy:
+                return
+            self.busy.add(key)
+
+        def job() -> None:
+            try:
+                fn(*args)
+            except Exception as exc:
+                log.warning("action %s failed: %s", fn.__name__, exc)
+            finally:
+                with self.lock:
+                    self.busy.discard(key)
+                self.wake.set()
+
+        self.pool.submit(job)
+
+    def _run(self, a: Assignment) -> None:
+        try:
+            self.driver.run(a)
+            self.errors.pop(a.instance_id, None)
+            self.run_failures.pop(a.instance_id, None)
+            log.info("started %s slot %d (%s)", a.service, a.slot, a.instance_id)
+        except DriverError as exc:
+            n = self.run_failures.get(a.instance_id, 0) + 1
+            self.run_failures[a.instance_id] = n
+            self.errors[a.instance_id] = str(exc)
+            self.run_backoff[a.instance_id] = time.time() + d.backoff(n, 30.0)
+            log.warning("cannot start %s slot %d: %s", a.service, a.slot, exc)
+
+    def _restart(self, a: Assignment, cid: str) -> None:
+        info = self.restarts.setdefault(a.instance_id, d.RestartInfo())
+        info.count += 1
+        info.consecutive += 1
+        info.last_at = time.time()
+        try:
+            self.driver.start(cid)
+            log.info("restarted %s slot %d (restart #%d)", a.service, a.slot, info.count)
+        except DriverError as exc:
+            self.errors[a.instance_id] = str(exc)
+            self.driver.remove(cid, 0)  # gone for good: the next pass creates a fresh container
+
+    def _remove(self, cid: str, timeout: int | None) -> None:
+        self.driver.remove(cid, timeout)  # type: ignore[arg-type]
+        log.info("removed container %s", cid[:12])
+
+    # -- lifecycle -----------------------------------------------------------------
+    def run(self) -> int:
+        self.join()
+        threads = [threading.Thread(target=f, daemon=True, name=n) for f, n in
+                   ((self.poll_forever, "poll"), (self.watch_events, "events"), (self.reconcile_forever, "reconcile"))]
+        for t in threads:
+            t.start()
+        self.stop.wait()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()
+        return 0
+
+
+def _version() -> str:
+    from orchestrator import __version__
+
+    return __version__
+
+
+def run_agent(cfg: AgentConfig) -> int:
+    agent = Agent(cfg)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: agent.stop.set())
+    return agent.run()

@@ -1,0 +1,1 @@
+"""Alembic migrations for the Dockyard schema (applied at server start)."""

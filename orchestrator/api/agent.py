@@ -1,0 +1,181 @@
+"""The agent protocol: join with the join token, then sync (report + long-poll assignments).
+
+Agents pull; the server never pushes state. A sync records what the agent reports, counts
+as its heartbeat, and answers with the full list of instances the node should run, waiting
+up to `wait` seconds for that list to change when the agent already has the current one.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import select
+
+from orchestrator import metrics
+from orchestrator.api.deps import State, YamlRoute, node_principal, state
+from orchestrator.auth import Principal, check_join_token, hash_secret, new_secret
+from orchestrator.events import record
+from orchestrator.models import Instance, Node, Revision, Service
+from orchestrator.spec import dns_label
+
+router = APIRouter(prefix="/v1/agent", tags=["agent"], route_class=YamlRoute)
+
+
+class JoinIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    join_token: str = Field(max_length=256)
+    node_name: str
+    address: str = Field(default="", max_length=255)
+    agent_url: str = Field(default="", max_length=255)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=256)
+    cpus: float = Field(default=0.0, ge=0)
+    memory: int = Field(default=0, ge=0)
+    agent_version: str = Field(default="", max_length=64)
+    engine_version: str = Field(default="", max_length=64)
+
+    @field_validator("node_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return dns_label(v)
+
+
+class ReportItem(BaseModel):
+    instance_id: str = Field(max_length=32)
+    container_id: str | None = Field(default=None, max_length=80)
+    state: str = Field(max_length=16)  # starting | running | exited | failed
+    healthy: bool | None = None
+    exit_code: int | None = None
+    host_ports: list[dict[str, Any]] = Field(default_factory=list)
+    restart_count: int = Field(default=0, ge=0)
+    error: str = Field(default="", max_length=4096)
+
+
+class SyncIn(BaseModel):
+    known: str | None = Field(default=None, description="the generation the agent already has")
+    wait: float = Field(default=0.0, ge=0, le=60)
+    report: list[ReportItem] | None = Field(default=None, description="every dockyard container on the node; null = no report")
+
+
+class Assignment(BaseModel):
+    instance_id: str
+    service: str
+    slot: int
+    revision: int
+    spec: dict[str, Any]
+    restart_count: int
+
+
+class SyncOut(BaseModel):
+    node: str
+    generation: str
+    assignments: list[Assignment]
+    heartbeat_interval: float
+
+
+@router.post("/join")
+def join(body: JoinIn, st: State = Depends(state)) -> dict:
+    now = time.time()
+    credential = new_secret("dyn")
+
+    def write(s):  # type: ignore[no-untyped-def]
+        check_join_token(s, body.join_token)
+        n = s.get(Node, body.node_name)
+        if n is None:
+            n = Node(name=body.node_name, created_at=now, status="ready", availability="active")
+            s.add(n)
+            record(s, "node_joined", f"node {body.node_name} joined", node=body.node_name, now=now)
+        elif n.status == "down":
+            record(s, "node_ready", f"node {body.node_name} re-joined", node=body.node_name, now=now)
+        n.address, n.agent_url, n.labels = body.address, body.agent_url, body.labels
+        n.cpus, n.memory = body.cpus, body.memory
+        n.agent_version, n.engine_version = body.agent_version, body.engine_version
+        n.credential_hash, n.status, n.last_heartbeat = hash_secret(credential), "ready", now
+
+    st.db.run(write)
+    st.hub.beat(body.node_name, now)
+    st.hub.bump([body.node_name])
+    st.loop.kick()
+    return {"node": body.node_name, "credential": credential, "heartbeat_interval": st.settings.heartbeat_interval}
+
+
+def _apply_report(st: State, node: str, report: list[ReportItem] | None, now: float) -> bool:
+    """Record heartbeat and observed state. Returns True when the loop should look again soon."""
+    def write(s):  # type: ignore[no-untyped-def]
+        kick = False
+        n = s.get(Node, node)
+        if n is not None and n.status == "down":
+            n.status, n.last_heartbeat = "ready", now
+            record(s, "node_ready", f"node {node} is back", node=node, now=now)
+            kick = True
+        if report is None:
+            return kick
+        seen = {r.instance_id: r for r in report}
+        for i in s.scalars(select(Instance).where(Instance.node_name == node)):
+            r = seen.get(i.id)
+            if r is None:
+                if i.desired_state == "stopped":
+                    s.delete(i)  # its container is gone: the instance is finished
+                    kick = True
+                elif i.state not in ("assigned", "pending"):
+                    i.state, i.ready_since, i.updated_at = "assigned", None, now
+                    kick = True
+                continue
+            kick |= _observe(i, r, now)
+        return kick
+
+    return st.db.run(write)
+
+
+def _observe(i: Instance, r: ReportItem, now: float) -> bool:
+    if i.desired_state == "stopped" and i.state == "lost":
+        return False  # fenced: keep saying lost until the agent removes the container
+    before = (i.state, i.healthy, i.restart_count, i.container_id, i.last_error)
+    i.container_id, i.exit_code, i.host_ports = r.container_id, r.exit_code, r.host_ports
+    i.state, i.healthy, i.last_error = r.state, r.healthy, r.error
+    i.restart_count = max(i.restart_count, r.restart_count)
+    ready = r.state == "running" and r.healthy is not False
+    if ready and i.ready_since is None:
+        i.ready_since = now
+    elif not ready:
+        i.ready_since = None
+    changed = before != (i.state, i.healthy, i.restart_count, i.container_id, i.last_error)
+    if changed:
+        i.updated_at = now
+    return changed
+
+
+def _assignments(st: State, node: str) -> list[dict]:
+    def read(s):  # type: ignore[no-untyped-def]
+        insts = list(s.scalars(select(Instance).where(Instance.node_name == node, Instance.desired_state == "running")))
+        names = {i.service_name for i in insts}
+        specs = {}
+        if names:
+            for svc in s.scalars(select(Service).where(Service.name.in_(names))):
+                specs[(svc.name, svc.revision)] = svc.spec
+            if any((i.service_name, i.revision) not in specs for i in insts):
+                for r in s.scalars(select(Revision).where(Revision.service_name.in_(names))):
+                    specs.setdefault((r.service_name, r.number), r.spec)
+        return [
+            {"instance_id": i.id, "service": i.service_name, "slot": i.slot, "revision": i.revision,
+             "spec": specs[(i.service_name, i.revision)], "restart_count": i.restart_count}
+            for i in insts if (i.service_name, i.revision) in specs
+        ]
+
+    return st.db.run(read)
+
+
+@router.post("/sync", response_model=SyncOut)
+async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(node_principal)) -> dict:
+    now = time.time()
+    st.hub.beat(p.name, now)
+    if await run_in_threadpool(_apply_report, st, p.name, body.report, now):
+        st.loop.kick()
+    await st.hub.wait(p.name, body.known, min(body.wait, 30.0))
+    generation = st.hub.generation(p.name)
+    assignments = await run_in_threadpool(_assignments, st, p.name)
+    metrics.SYNCS.inc()
+    return {"node": p.name, "generation": generation, "assignments": assignments,
+            "heartbeat_interval": st.settings.heartbeat_interval}

@@ -1,0 +1,77 @@
+"""The FastAPI application: wiring, lifespan (migrate, bootstrap, loop) and health endpoints."""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from orchestrator import __version__, errors, metrics
+from orchestrator.api import agent, cluster, services
+from orchestrator.api.deps import State
+from orchestrator.auth import bootstrap
+from orchestrator.config import Settings
+from orchestrator.db import Database, migrate
+from orchestrator.hub import Hub
+from orchestrator.reconcile import Reconciler
+
+log = logging.getLogger("dockyard.server")
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        migrate(settings.db_url)
+        db = Database(settings.db_url)
+        db.run(lambda s: bootstrap(s, settings.data_dir, settings.admin_token, settings.join_token))
+        hub = Hub()
+        loop = Reconciler(db, hub, interval=settings.loop_interval, node_ttl=settings.node_ttl)
+        app.state.dy = State(db, hub, loop, settings)
+        loop.start()
+        log.info("dockyard server %s ready on %s:%s", __version__, settings.host, settings.port)
+        try:
+            yield
+        finally:
+            loop.stop()
+            db.engine.dispose()
+
+    app = FastAPI(
+        title="Dockyard", version=__version__, lifespan=lifespan,
+        description="A small container orchestrator. Every endpoint but /healthz and /readyz needs "
+                    "`Authorization: Bearer <token>`. Errors are `{\"error\": {\"code\", \"message\", \"details\"}}`.",
+    )
+    errors.install(app)
+    app.include_router(services.router)
+    app.include_router(cluster.router)
+    app.include_router(agent.router)
+
+    @app.middleware("http")
+    async def count(request: Request, call_next):  # type: ignore[no-untyped-def]
+        response = await call_next(request)
+        metrics.REQUESTS.labels(request.method, str(response.status_code)).inc()
+        return response
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz(request: Request):  # type: ignore[no-untyped-def]
+        st: State = request.app.state.dy
+        checks = {"database": st.db.ping(), "loop": st.loop.healthy}
+        body = {"status": "ok" if all(checks.values()) else "unavailable", "checks": checks}
+        return JSONResponse(body, 200 if all(checks.values()) else 503)
+
+    @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
+    def metrics_endpoint(request: Request) -> PlainTextResponse:
+        from orchestrator.api.deps import principal
+
+        principal(request, request.headers.get("authorization"))
+        return PlainTextResponse(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    return app

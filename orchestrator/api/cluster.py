@@ -1,0 +1,179 @@
+"""Routes for nodes, instances and events (including the SSE watch stream)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy import select
+
+from orchestrator import events as ev_mod
+from orchestrator.api.deps import State, YamlRoute, role, state
+from orchestrator.auth import Principal
+from orchestrator.errors import Conflict, NotFound
+from orchestrator.events import record
+from orchestrator.models import Event, Instance, Node
+from orchestrator.service_ops import instance_dict, iso
+
+router = APIRouter(prefix="/v1", tags=["cluster"], route_class=YamlRoute)
+ERRORS = {401: {"description": "missing or invalid token"}, 403: {"description": "role too low"},
+          404: {"description": "not found"}, 409: {"description": "not allowed in the current state"},
+          422: {"description": "invalid input"}}
+
+
+def node_dict(n: Node, hub, instances: int = 0) -> dict:  # type: ignore[no-untyped-def]
+    return {
+        "name": n.name, "address": n.address, "labels": n.labels or {}, "status": n.status,
+        "availability": n.availability, "cpus": n.cpus, "memory": n.memory, "instances": instances,
+        "last_heartbeat": iso(hub.heartbeats.get(n.name, n.last_heartbeat)), "agent_version": n.agent_version,
+        "engine_version": n.engine_version, "created_at": iso(n.created_at),
+    }
+
+
+def _counts(s) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    out: dict[str, int] = {}
+    for (name,) in s.execute(select(Instance.node_name).where(Instance.desired_state == "running")):
+        if name:
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+@router.get("/nodes", responses=ERRORS)
+def list_nodes(st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> list[dict]:
+    def read(s):  # type: ignore[no-untyped-def]
+        counts = _counts(s)
+        return [node_dict(n, st.hub, counts.get(n.name, 0)) for n in s.scalars(select(Node).order_by(Node.name))]
+
+    return st.db.run(read)
+
+
+def _node(s, name: str) -> Node:  # type: ignore[no-untyped-def]
+    n = s.get(Node, name)
+    if n is None:
+        raise NotFound(f"node {name!r} not found")
+    return n
+
+
+@router.get("/nodes/{name}", responses=ERRORS)
+def get_node(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
+    return st.db.run(lambda s: node_dict(_node(s, name), st.hub, _counts(s).get(name, 0)))
+
+
+def _availability(st: State, name: str, value: str, p: Principal) -> dict:
+    def write(s):  # type: ignore[no-untyped-def]
+        n = _node(s, name)
+        if n.availability != value:
+            record(s, f"node_{ {'active': 'activated', 'paused': 'paused', 'drained': 'drained'}[value] }",
+                   f"node {name} is now {value}", node=name, actor=p.label)
+            n.availability = value
+        return node_dict(n, st.hub, _counts(s).get(name, 0))
+
+    out = st.db.run(write)
+    st.loop.kick()
+    return out
+
+
+@router.post("/nodes/{name}/pause", responses=ERRORS)
+def pause_node(name: str, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
+    return _availability(st, name, "paused", p)
+
+
+@router.post("/nodes/{name}/drain", responses=ERRORS)
+def drain_node(name: str, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
+    return _availability(st, name, "drained", p)
+
+
+@router.post("/nodes/{name}/activate", responses=ERRORS)
+def activate_node(name: str, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
+    return _availability(st, name, "active", p)
+
+
+@router.delete("/nodes/{name}", responses=ERRORS)
+def delete_node(name: str, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
+    def write(s):  # type: ignore[no-untyped-def]
+        n = _node(s, name)
+        if n.status != "down" and not (n.availability == "drained" and _counts(s).get(name, 0) == 0):
+            raise Conflict(f"node {name!r} is {n.status} and {n.availability}: drain it (and wait until it is empty) "
+                           "or wait until it is down before removing it")
+        for i in s.scalars(select(Instance).where(Instance.node_name == name)):
+            if i.desired_state == "running":
+                i.state, i.desired_state = "lost", "stopped"
+        s.delete(n)
+        st.hub.heartbeats.pop(name, None)
+        record(s, "node_removed", f"node {name} removed", node=name, actor=p.label)
+        return {"name": name, "deleted": True}
+
+    out = st.db.run(write)
+    st.loop.kick()
+    return out
+
+
+@router.get("/instances", responses=ERRORS)
+def list_instances(service: str | None = None, node: str | None = None, all: bool = False,
+                   st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> list[dict]:
+    def read(s):  # type: ignore[no-untyped-def]
+        q = select(Instance).order_by(Instance.service_name, Instance.slot)
+        if service:
+            q = q.where(Instance.service_name == service)
+        if node:
+            q = q.where(Instance.node_name == node)
+        if not all:
+            q = q.where(Instance.desired_state == "running")
+        return [instance_dict(i) for i in s.scalars(q)]
+
+    return st.db.run(read)
+
+
+@router.get("/instances/{instance_id}", responses=ERRORS)
+def get_instance(instance_id: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
+    def read(s):  # type: ignore[no-untyped-def]
+        i = s.get(Instance, instance_id)
+        if i is None:
+            raise NotFound(f"instance {instance_id!r} not found")
+        return instance_dict(i)
+
+    return st.db.run(read)
+
+
+def _query_events(st: State, service: str | None, node: str | None, since: int | None, limit: int, oldest_first: bool):
+    def read(s):  # type: ignore[no-untyped-def]
+        q = select(Event)
+        if service:
+            q = q.where(Event.service == service)
+        if node:
+            q = q.where(Event.node == node)
+        if since is not None:
+            q = q.where(Event.id > since)
+        q = q.order_by(Event.id.asc() if oldest_first else Event.id.desc()).limit(limit)
+        return [ev_mod.as_dict(e) | {"time": iso(e.time)} for e in s.scalars(q)]
+
+    return st.db.run(read)
+
+
+@router.get("/events", responses=ERRORS)
+async def list_events(request: Request, service: str | None = None, node: str | None = None,
+                      since: int | None = Query(default=None, ge=0, description="only events after this id"),
+                      limit: int = Query(default=100, ge=1, le=1000), watch: bool = False,
+                      st: State = Depends(state), _: Principal = Depends(role("viewer"))):
+    if not watch:
+        return await run_in_threadpool(_query_events, st, service, node, since, limit, False)
+
+    async def stream():  # type: ignore[no-untyped-def]
+        cursor = since
+        if cursor is None:  # start from now: a watch without since shows only what happens next
+            latest = await run_in_threadpool(_query_events, st, None, None, None, 1, False)
+            cursor = latest[0]["id"] if latest else 0
+        while not await request.is_disconnected():
+            batch = await run_in_threadpool(_query_events, st, service, node, cursor, 500, True)
+            for e in batch:
+                cursor = e["id"]
+                yield f"id: {e['id']}\nevent: {e['kind']}\ndata: {json.dumps(e)}\n\n"
+            if not batch:
+                yield ": keep-alive\n\n"
+                await st.hub.wait_events(5.0)
+            await asyncio.sleep(0)
+
+    return StreamingResponse(stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})

@@ -1,0 +1,169 @@
+"""Routes for services: apply, read, patch, scale, delete, instances, revisions, rollback."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator import revisions, service_ops as ops
+from orchestrator.api.deps import State, YamlRoute, if_match, role, state
+from orchestrator.auth import Principal
+from orchestrator.models import Instance, Revision, Service
+from orchestrator.spec import Scale, ServiceApply
+from sqlalchemy import select
+
+router = APIRouter(prefix="/v1/services", tags=["services"], route_class=YamlRoute)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid token"}, 403: {"description": "role too low"},
+    404: {"description": "no such service"}, 409: {"description": "stale version"},
+    422: {"description": "invalid input; details name each bad field"},
+}
+
+
+class ServiceOut(BaseModel):
+    name: str
+    stack: str | None
+    replicas: int
+    revision: int
+    generation: int
+    version: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    rollout: dict[str, Any]
+    created_at: str | None
+    updated_at: str | None
+
+
+class RollbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    revision: int | None = Field(default=None, ge=1, description="omitted: the revision before the current one")
+
+
+def _one(st: State, name: str) -> dict:
+    def read(s):  # type: ignore[no-untyped-def]
+        svc = ops.load(s, name)
+        return ops.service_dict(svc, ops.live_instances(s, [name])[name], time.time())
+
+    return st.db.run(read)
+
+
+def _etag(response: Response, out: dict) -> dict:
+    response.headers["ETag"] = f'"{out["version"]}"'
+    return out
+
+
+@router.get("", response_model=list[ServiceOut], responses=ERRORS)
+def list_services(stack: str | None = None, st: State = Depends(state), _: Principal = Depends(role("viewer"))):
+    def read(s):  # type: ignore[no-untyped-def]
+        q = select(Service).order_by(Service.name)
+        if stack:
+            q = q.where(Service.stack == stack)
+        svcs = list(s.scalars(q))
+        live = ops.live_instances(s, [x.name for x in svcs])
+        now = time.time()
+        return [ops.service_dict(x, live[x.name], now) for x in svcs]
+
+    return st.db.run(read)
+
+
+@router.get("/{name}", response_model=ServiceOut, responses=ERRORS)
+def get_service(name: str, response: Response, st: State = Depends(state), _: Principal = Depends(role("viewer"))):
+    return _etag(response, _one(st, name))
+
+
+@router.put("/{name}", response_model=ServiceOut, status_code=200, responses={**ERRORS, 201: {"description": "created", "model": ServiceOut}})
+def put_service(name: str, body: ServiceApply, response: Response, match: int | None = Depends(if_match),
+                st: State = Depends(state), p: Principal = Depends(role("operator"))):
+    now = time.time()
+    created = st.db.run(lambda s: ops.apply(s, name, body, if_match=match, actor=p.label, now=now,
+                                            history_limit=st.settings.history_limit)[1])
+    st.loop.kick()
+    response.status_code = 201 if created else 200
+    return _etag(response, _one(st, name))
+
+
+@router.patch("/{name}", response_model=ServiceOut, responses=ERRORS)
+def patch_service(name: str, response: Response, body: dict[str, Any] = Body(..., examples=[{"replicas": 5}]),
+                  match: int | None = Depends(if_match), st: State = Depends(state),
+                  p: Principal = Depends(role("operator"))):
+    now = time.time()
+    st.db.run(lambda s: ops.patch(s, name, body, if_match=match, actor=p.label, now=now,
+                                  history_limit=st.settings.history_limit))
+    st.loop.kick()
+    return _etag(response, _one(st, name))
+
+
+@router.post("/{name}/scale", response_model=ServiceOut, responses=ERRORS)
+def scale_service(name: str, body: Scale, response: Response, match: int | None = Depends(if_match),
+                  st: State = Depends(state), p: Principal = Depends(role("operator"))):
+    st.db.run(lambda s: ops.scale(s, name, body.replicas, if_match=match, actor=p.label, now=time.time()))
+    st.loop.kick()
+    return _etag(response, _one(st, name))
+
+
+@router.delete("/{name}", status_code=202, responses=ERRORS)
+def delete_service(name: str, match: int | None = Depends(if_match), st: State = Depends(state),
+                   p: Principal = Depends(role("operator"))) -> dict:
+    nodes = st.db.run(lambda s: ops.delete(s, name, if_match=match, actor=p.label, now=time.time()))
+    st.hub.bump(nodes)
+    st.loop.kick()
+    return {"name": name, "deleted": True, "message": "service deleted; its containers are being stopped"}
+
+
+@router.get("/{name}/instances", responses=ERRORS)
+def service_instances(name: str, all: bool = False, st: State = Depends(state),
+                      _: Principal = Depends(role("viewer"))) -> list[dict]:
+    def read(s):  # type: ignore[no-untyped-def]
+        ops.load(s, name)
+        q = select(Instance).where(Instance.service_name == name).order_by(Instance.slot, Instance.created_at)
+        if not all:
+            q = q.where(Instance.desired_state == "running")
+        return [ops.instance_dict(i) for i in s.scalars(q)]
+
+    return st.db.run(read)
+
+
+@router.get("/{name}/revisions", responses=ERRORS)
+def list_revisions(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> list[dict]:
+    def read(s):  # type: ignore[no-untyped-def]
+        svc = ops.load(s, name)
+        revs = s.scalars(select(Revision).where(Revision.service_name == name).order_by(Revision.number.desc()))
+        return [revisions.as_dict(r, svc.revision) for r in revs]
+
+    return st.db.run(read)
+
+
+@router.get("/{name}/revisions/{number}", responses=ERRORS)
+def get_revision(name: str, number: int, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
+    def read(s):  # type: ignore[no-untyped-def]
+        svc = ops.load(s, name)
+        return revisions.as_dict(revisions.get(s, name, number), svc.revision)
+
+    return st.db.run(read)
+
+
+@router.get("/{name}/revisions/{a}/diff/{b}", responses=ERRORS)
+def diff_revisions(name: str, a: int, b: int, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
+    def read(s):  # type: ignore[no-untyped-def]
+        ops.load(s, name)
+        ra, rb = revisions.get(s, name, a), revisions.get(s, name, b)
+        return {"from": a, "to": b, "changes": revisions.diff(ra.spec, rb.spec)}
+
+    return st.db.run(read)
+
+
+@router.get("/{name}/rollout", responses=ERRORS)
+def rollout_status(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
+    out = _one(st, name)
+    return {"service": name, "revision": out["revision"], "phase": out["rollout"]["phase"],
+            "reason": out["rollout"]["reason"], **{k: out["status"][k] for k in ("replicas", "updated", "ready", "running")}}
+
+
+@router.post("/{name}/rollback", response_model=ServiceOut, responses=ERRORS)
+def rollback(name: str, response: Response, body: RollbackIn | None = None, st: State = Depends(state),
+             p: Principal = Depends(role("operator"))):
+    st.db.run(lambda s: ops.rollback(s, name, body.revision if body else None, actor=p.label, now=time.time()))
+    st.loop.kick()
+    return _etag(response, _one(st, name))

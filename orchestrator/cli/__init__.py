@@ -1,0 +1,1 @@
+"""The `dockyard` command line: processes (server, agent, up) and client commands."""

@@ -1,0 +1,174 @@
+"""Entry point of `dockyard`: the process commands (server, agent, up) and the client command groups."""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from orchestrator.config import Settings
+
+app = typer.Typer(
+    help="Dockyard: a small container orchestrator. `dockyard up` runs a one-machine cluster.",
+    no_args_is_help=True, pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("apscheduler", "httpx", "httpcore", "alembic", "urllib3", "docker"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+HostOpt = typer.Option("127.0.0.1", "--host", envvar="DOCKYARD_HOST", help="address to listen on")
+PortOpt = typer.Option(8080, "--port", envvar="DOCKYARD_PORT", help="port to listen on")
+DataOpt = typer.Option(Path(".dockyard"), "--data-dir", envvar="DOCKYARD_DATA_DIR", help="where the SQLite file and token files live")
+DbOpt = typer.Option(None, "--database-url", envvar="DOCKYARD_DATABASE_URL", help="SQLAlchemy URL, e.g. postgresql+psycopg://… (default: SQLite in the data dir)")
+AdminOpt = typer.Option(None, "--admin-token", envvar="DOCKYARD_ADMIN_TOKEN", help="bootstrap admin token (default: generated into DATA_DIR/admin.token)")
+JoinOpt = typer.Option(None, "--join-token", envvar="DOCKYARD_JOIN_TOKEN", help="agents' join token (default: generated into DATA_DIR/join.token)")
+IntervalOpt = typer.Option(1.0, "--loop-interval", envvar="DOCKYARD_LOOP_INTERVAL", help="seconds between reconcile passes")
+TtlOpt = typer.Option(5.0, "--node-ttl", envvar="DOCKYARD_NODE_TTL", help="seconds of heartbeat silence before a node is down")
+HbOpt = typer.Option(1.0, "--heartbeat-interval", envvar="DOCKYARD_HEARTBEAT_INTERVAL", help="seconds between agent heartbeats")
+HistOpt = typer.Option(10, "--history-limit", envvar="DOCKYARD_HISTORY_LIMIT", help="revisions kept per service")
+LogOpt = typer.Option("info", "--log-level", envvar="DOCKYARD_LOG_LEVEL")
+
+
+def _settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
+              heartbeat_interval, history_limit, log_level) -> Settings:  # type: ignore[no-untyped-def]
+    return Settings(host=host, port=port, data_dir=Path(data_dir), database_url=database_url, admin_token=admin_token,
+                    join_token=join_token, loop_interval=loop_interval, node_ttl=node_ttl,
+                    heartbeat_interval=heartbeat_interval, history_limit=history_limit, log_level=log_level)
+
+
+def _serve(settings: Settings, on_ready=None) -> None:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    from orchestrator.api.app import create_app
+
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+    server = uvicorn.Server(config)
+    if on_ready is not None:
+        def watch() -> None:
+            while not server.started:
+                if server.should_exit:
+                    return
+                time.sleep(0.05)
+            on_ready()
+        threading.Thread(target=watch, daemon=True).start()
+    server.run()
+    if not server.started:
+        raise typer.Exit(1)
+
+
+@app.command()
+def server(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, database_url: Optional[str] = DbOpt,
+           admin_token: Optional[str] = AdminOpt, join_token: Optional[str] = JoinOpt, loop_interval: float = IntervalOpt,
+           node_ttl: float = TtlOpt, heartbeat_interval: float = HbOpt, history_limit: int = HistOpt,
+           log_level: str = LogOpt) -> None:
+    """Run the Dockyard server (API + reconcile loop).
+
+    Example: dockyard server --port 8080 --data-dir /var/lib/dockyard
+    """
+    _logging(log_level)
+    _serve(_settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
+                     heartbeat_interval, history_limit, log_level))
+
+
+def _parse_labels(labels: list[str]) -> dict[str, str]:
+    out = {}
+    for item in labels:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise typer.BadParameter(f"label {item!r} must look like key=value")
+        out[k] = v
+    return out
+
+
+@app.command()
+def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", envvar="DOCKYARD_SERVER", help="server URL"),
+          join_token: Optional[str] = typer.Option(None, "--join-token", envvar="DOCKYARD_JOIN_TOKEN"),
+          node_name: str = typer.Option(socket.gethostname().lower(), "--node-name", envvar="DOCKYARD_NODE_NAME"),
+          label: list[str] = typer.Option([], "--label", envvar="DOCKYARD_LABEL", help="node label k=v (repeatable)"),
+          cpus: Optional[float] = typer.Option(None, "--cpus", envvar="DOCKYARD_CPUS", help="override the CPU capacity docker reports"),
+          memory: Optional[str] = typer.Option(None, "--memory", envvar="DOCKYARD_MEMORY", help="override the memory capacity (e.g. 8Gi)"),
+          address: str = typer.Option("", "--address", envvar="DOCKYARD_ADDRESS", help="address other hosts reach this node at"),
+          listen: str = typer.Option("127.0.0.1:0", "--listen", envvar="DOCKYARD_AGENT_LISTEN", help="host:port of the agent's small API (logs)"),
+          concurrency: int = typer.Option(8, "--concurrency", envvar="DOCKYARD_AGENT_CONCURRENCY", help="containers started in parallel"),
+          log_level: str = LogOpt) -> None:
+    """Run an agent that makes the local Docker engine run what the server assigns to this node.
+
+    Example: dockyard agent --server http://10.0.0.1:8080 --join-token $(cat .dockyard/join.token) --label zone=a
+    """
+    from agent.main import AgentConfig, run_agent
+    from orchestrator.spec import parse_memory
+
+    _logging(log_level)
+    if not join_token:
+        typer.echo("error: a join token is needed (--join-token or DOCKYARD_JOIN_TOKEN)", err=True)
+        raise typer.Exit(2)
+    try:
+        mem = parse_memory(memory) if memory else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--memory")
+    cfg = AgentConfig(server=server_url.rstrip("/"), join_token=join_token, node_name=node_name,
+                      labels=_parse_labels(label), cpus=cpus, memory=mem, address=address, listen=listen,
+                      concurrency=concurrency)
+    sys.exit(run_agent(cfg))
+
+
+@app.command()
+def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, database_url: Optional[str] = DbOpt,
+       admin_token: Optional[str] = AdminOpt, join_token: Optional[str] = JoinOpt, loop_interval: float = IntervalOpt,
+       node_ttl: float = TtlOpt, heartbeat_interval: float = HbOpt, history_limit: int = HistOpt,
+       node_name: str = typer.Option(socket.gethostname().lower(), "--node-name", envvar="DOCKYARD_NODE_NAME"),
+       log_level: str = LogOpt) -> None:
+    """Run a one-machine cluster: the server plus one local agent.
+
+    Example: dockyard up --port 8080
+    """
+    from agent.main import AgentConfig, run_agent
+
+    _logging(log_level)
+    settings = _settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
+                         heartbeat_interval, history_limit, log_level)
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+
+    def start_agent() -> None:
+        token = join_token or (settings.data_dir / "join.token").read_text().strip()
+        cfg = AgentConfig(server=url, join_token=token, node_name=node_name)
+        threading.Thread(target=run_agent, args=(cfg,), daemon=True, name="agent").start()
+        admin_file = (settings.data_dir / "admin.token").resolve()
+        from orchestrator.cli.config import save_context
+
+        save_context(url, None if admin_token else admin_file, admin_token)
+        where = "the DOCKYARD_ADMIN_TOKEN you set" if admin_token else str(admin_file)
+        typer.echo(
+            f"\nDockyard is up at {url}  (node {node_name!r})\n"
+            f"Admin token: {where}\n"
+            f"Try:\n  curl -H \"Authorization: Bearer $(cat {admin_file})\" {url}/v1/nodes\n"
+            f"  .venv/bin/dockyard get nodes\n"
+        )
+
+    _serve(settings, on_ready=start_agent)
+
+
+def _register_clients() -> None:
+    try:
+        from orchestrator.cli import client
+    except ImportError:  # client commands are optional while they are being built
+        return
+    client.register(app)
+
+
+_register_clients()
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,26 @@
+"""Server settings: one plain object built from flags or DOCKYARD_* environment variables."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = field(default_factory=lambda: Path(".dockyard"))
+    database_url: str | None = None
+    admin_token: str | None = None
+    join_token: str | None = None
+    loop_interval: float = 1.0
+    node_ttl: float = 5.0
+    heartbeat_interval: float = 1.0
+    history_limit: int = 10
+    log_level: str = "info"
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(Path(self.data_dir) / 'dockyard.db').resolve()}"

@@ -1,0 +1,150 @@
+"""The replica and rollout planner: which instances of one service to create and to stop.
+
+A pure function of the service's desired state, its live instances and `now`. It is
+level-triggered: run it again on the same input and it asks for nothing new. Rolling
+updates follow the Deployment rules users know from Kubernetes: never more than
+replicas + max_surge instances, never fewer than replicas - max_unavailable ready ones
+(once the service was ready), old instances stop only as new ones become ready.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+# a new-revision instance that crashed this often counts as a failed rollout
+FAILED_RESTARTS = 2
+RUNNING_STATES = frozenset({"running", "healthy"})
+
+
+@dataclass(frozen=True)
+class InstanceView:
+    id: str
+    slot: int
+    revision: int
+    state: str = "pending"
+    healthy: bool | None = None  # None: no health check
+    ready_since: float | None = None
+    restart_count: int = 0
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    name: str
+    replicas: int
+    revision: int  # the revision every instance should end up running
+    max_surge: int | str = "25%"
+    max_unavailable: int | str = "25%"
+    min_ready_seconds: float = 0.0
+    progress_deadline: float = 600.0
+    phase: str = "complete"  # complete | progressing | paused | rolled_back | failed
+    rollout_started_at: float = 0.0
+
+
+@dataclass
+class Plan:
+    create: list[tuple[int, int]] = field(default_factory=list)  # (slot, revision)
+    stop: list[str] = field(default_factory=list)  # instance ids
+    phase: str = "complete"
+    failure: str | None = None  # set when the rollout must stop (deadline, failing instances)
+
+
+def resolve(value: int | str, replicas: int, round_up: bool) -> int:
+    if isinstance(value, int):
+        return value
+    pct = int(value.rstrip("%"))
+    exact = replicas * pct / 100
+    return math.ceil(exact) if round_up else math.floor(exact)
+
+
+def budgets(svc: ServiceView) -> tuple[int, int]:
+    """(max_surge, max_unavailable) as counts; like Kubernetes, never both zero."""
+    surge = resolve(svc.max_surge, svc.replicas, round_up=True)
+    unavailable = resolve(svc.max_unavailable, svc.replicas, round_up=False)
+    if surge == 0 and unavailable == 0:
+        unavailable = 1
+    return surge, unavailable
+
+
+def is_ready(i: InstanceView, now: float, min_ready_seconds: float = 0.0) -> bool:
+    return (
+        i.state in RUNNING_STATES
+        and i.healthy is not False
+        and i.ready_since is not None
+        and now - i.ready_since >= min_ready_seconds
+    )
+
+
+def is_failed(i: InstanceView) -> bool:
+    return i.state == "failed" or i.restart_count >= FAILED_RESTARTS or (i.state == "exited" and i.healthy is False)
+
+
+def _free_slots(taken: set[int], count: int) -> list[int]:
+    slots, n = [], 1
+    while len(slots) < count:
+        if n not in taken:
+            slots.append(n)
+        n += 1
+    return slots
+
+
+def plan(svc: ServiceView, live: list[InstanceView], now: float) -> Plan:
+    """Plan one pass for one service. `live` holds its instances whose desired state is running."""
+    out = Plan(phase=svc.phase)
+    ready = lambda i: is_ready(i, now, svc.min_ready_seconds)  # noqa: E731
+    new = [i for i in live if i.revision == svc.revision]
+    old = [i for i in live if i.revision != svc.revision]
+
+    if svc.phase == "paused":
+        return out
+
+    # too many of the wanted revision (scale down): stop not-ready ones first, then the highest slots
+    if len(new) > svc.replicas:
+        victims = sorted(new, key=lambda i: (ready(i), -i.slot))[: len(new) - svc.replicas]
+        out.stop += [i.id for i in victims]
+        gone = {i.id for i in victims}
+        new = [i for i in new if i.id not in gone]
+
+    if not old:
+        out.create += [(s, svc.revision) for s in _free_slots({i.slot for i in new}, svc.replicas - len(new))]
+        if svc.phase == "progressing" and len(new) == svc.replicas and all(ready(i) for i in new):
+            out.phase = "complete"
+        elif svc.phase == "progressing":
+            out.failure = _failure(svc, new, now)
+        return out
+
+    # a rolling update is under way
+    out.phase = "progressing" if svc.phase in ("complete", "progressing") else svc.phase
+    if out.phase == "progressing":
+        out.failure = _failure(svc, new, now)
+        if out.failure:
+            return out
+    surge, unavailable = budgets(svc)
+    room = svc.replicas + surge - len(new) - len(old)
+    n_create = max(0, min(room, svc.replicas - len(new)))
+    out.create += [(s, svc.revision) for s in _free_slots({i.slot for i in new}, n_create)]
+
+    # old instances that are not ready cost no availability; ready ones go only within budget
+    can_remove = sum(map(ready, new)) + sum(map(ready, old)) - (svc.replicas - unavailable)
+    excess_old = len(new) + len(old) - svc.replicas  # never stop old ones we still need
+    for i in sorted(old, key=lambda i: (ready(i), -i.slot)):
+        if not ready(i):
+            out.stop.append(i.id)
+        elif can_remove > 0 and excess_old > 0:
+            out.stop.append(i.id)
+            can_remove -= 1
+        else:
+            continue
+        excess_old -= 1
+    return out
+
+
+def _failure(svc: ServiceView, new: list[InstanceView], now: float) -> str | None:
+    failing = [i for i in new if is_failed(i)]
+    if failing:
+        i = failing[0]
+        why = i.last_error or ("health check failing" if i.healthy is False else f"{i.restart_count} restarts")
+        return f"{len(failing)} new instance(s) of revision {svc.revision} failed (e.g. slot {i.slot}: {why})"
+    if svc.rollout_started_at and now - svc.rollout_started_at > svc.progress_deadline:
+        return f"revision {svc.revision} did not become ready within the {svc.progress_deadline:g}s progress deadline"
+    return None

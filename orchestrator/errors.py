@@ -1,0 +1,106 @@
+"""The one error hierarchy, and its mapping to HTTP answers in one place.
+
+Every error answer has the shape
+  {"error": {"code": str, "message": str, "details": [{"field": str, "problem": str}]}}
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("dockyard.errors")
+
+
+class DockyardError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, details: list[dict[str, str]] | None = None, **extra: Any):
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.extra = extra
+
+
+class BadRequest(DockyardError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(DockyardError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(DockyardError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(DockyardError):
+    status, code = 404, "not_found"
+
+
+class Conflict(DockyardError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(DockyardError):
+    status, code = 413, "payload_too_large"
+
+
+class ValidationFailed(DockyardError):
+    status, code = 422, "validation_error"
+
+
+class Unavailable(DockyardError):
+    status, code = 503, "unavailable"
+
+
+def error_body(code: str, message: str, details: list[dict[str, str]] | None = None, **extra: Any) -> dict:
+    err: dict[str, Any] = {"code": code, "message": message, "details": details or []}
+    err.update(extra)
+    return {"error": err}
+
+
+def _field_path(loc: tuple | list) -> str:
+    # drop the FastAPI location prefix ("body", "query", ...) so users see their own field names
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_details(errors: list[dict]) -> list[dict[str, str]]:
+    out = []
+    for e in errors:
+        problem = e.get("msg", "invalid")
+        if e.get("type") == "extra_forbidden":
+            problem = "unknown field"
+        out.append({"field": _field_path(e.get("loc", ())), "problem": problem})
+    return out
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DockyardError)
+    async def _dockyard(_: Request, exc: DockyardError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(error_body(exc.code, exc.message, exc.details, **exc.extra), exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = validation_details(list(exc.errors()))
+        msg = "invalid request: " + "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
+        return JSONResponse(error_body("validation_error", msg, details), 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+        return JSONResponse(error_body(codes.get(exc.status_code, "http_error"), str(exc.detail)), exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body("internal", "internal server error; see the server log"), 500)

@@ -1,0 +1,114 @@
+"""SQLAlchemy models: the desired state (and last observed state) of the cluster.
+
+Times are UNIX epoch floats so the pure core can compare them with an injected `now`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Setting(Base):
+    """Cluster-wide key/value settings (e.g. the join token's hash)."""
+
+    __tablename__ = "settings"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    address: Mapped[str] = mapped_column(String(255), default="")
+    agent_url: Mapped[str] = mapped_column(String(255), default="")
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    cpus: Mapped[float] = mapped_column(Float, default=0.0)
+    memory: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    availability: Mapped[str] = mapped_column(String(16), default="active")
+    last_heartbeat: Mapped[float] = mapped_column(Float, default=0.0)
+    agent_version: Mapped[str] = mapped_column(String(64), default="")
+    engine_version: Mapped[str] = mapped_column(String(64), default="")
+    credential_hash: Mapped[str] = mapped_column(String(64), default="", index=True)
+    created_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class Service(Base):
+    __tablename__ = "services"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    stack: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    replicas: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Integer, default=1)  # the revision instances should run
+    generation: Mapped[int] = mapped_column(Integer, default=1)  # bumps on every desired-state change
+    version: Mapped[int] = mapped_column(Integer, default=1)  # optimistic concurrency token
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    # rollout bookkeeping
+    rollout_phase: Mapped[str] = mapped_column(String(16), default="complete")
+    rollout_reason: Mapped[str] = mapped_column(Text, default="")
+    rollout_started_at: Mapped[float] = mapped_column(Float, default=0.0)
+    rollout_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status_message: Mapped[str] = mapped_column(Text, default="")
+
+
+class Revision(Base):
+    __tablename__ = "revisions"
+    __table_args__ = (UniqueConstraint("service_name", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_name: Mapped[str] = mapped_column(String(63), ForeignKey("services.name", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    change_cause: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+    __table_args__ = (Index("ix_instances_node_desired", "node_name", "desired_state"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # no foreign key: an instance outlives its deleted service until its container is gone
+    service_name: Mapped[str] = mapped_column(String(63), index=True)
+    slot: Mapped[int] = mapped_column(Integer)
+    revision: Mapped[int] = mapped_column(Integer)
+    node_name: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
+    desired_state: Mapped[str] = mapped_column(String(16), default="running")  # running | stopped
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    container_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    host_ports: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    healthy: Mapped[bool | None] = mapped_column(nullable=True)
+    ready_since: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[float] = mapped_column(Float, index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    service: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
+    node: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
+    instance: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    message: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -1,0 +1,269 @@
+"""The reconcile loop: one pass turns desired state plus observed state into instance records.
+
+A pass (run by APScheduler every `interval` seconds, or sooner when kicked) does, in one
+transaction: node liveness, per-service planning (replicas and rollouts), placement of
+pending instances, and clean-up of instances whose containers are gone. The decisions
+are made by the pure core; this module only loads, applies and notifies.
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestrator import metrics
+from orchestrator.core import planner, scheduler
+from orchestrator.core.constraints import parse_constraint
+from orchestrator.db import Database
+from orchestrator.events import record
+from orchestrator.hub import Hub
+from orchestrator.models import Instance, Node, Revision, Service
+
+log = logging.getLogger("dockyard.loop")
+LIVE_STATES_EXCLUDED = ("lost",)
+
+
+def new_instance_id() -> str:
+    return secrets.token_hex(5)
+
+
+def view(i: Instance) -> planner.InstanceView:
+    return planner.InstanceView(
+        id=i.id, slot=i.slot, revision=i.revision, state=i.state, healthy=i.healthy,
+        ready_since=i.ready_since, restart_count=i.restart_count, last_error=i.last_error,
+    )
+
+
+def service_view(svc: Service) -> planner.ServiceView:
+    upd = svc.spec.get("update", {})
+    return planner.ServiceView(
+        name=svc.name, replicas=svc.replicas, revision=svc.revision,
+        max_surge=upd.get("max_surge", "25%"), max_unavailable=upd.get("max_unavailable", "25%"),
+        min_ready_seconds=upd.get("min_ready_seconds", 0.0), progress_deadline=upd.get("progress_deadline", 600.0),
+        phase=svc.rollout_phase, rollout_started_at=svc.rollout_started_at,
+    )
+
+
+class Reconciler:
+    def __init__(self, db: Database, hub: Hub, *, interval: float = 1.0, node_ttl: float = 5.0):
+        self.db, self.hub = db, hub
+        self.interval, self.node_ttl = interval, node_ttl
+        self.last_pass_at = 0.0
+        self.passes = 0
+        self.unschedulable: dict[str, str] = {}  # service -> last reason, to log each reason once
+        self._sched = BackgroundScheduler(timezone=timezone.utc)
+        self._job = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        self._job = self._sched.add_job(
+            self.run_pass, "interval", seconds=self.interval, max_instances=1, coalesce=True,
+            next_run_time=datetime.now(timezone.utc), misfire_grace_time=None,
+        )
+        self._sched.start()
+
+    def stop(self) -> None:
+        if self._sched.running:
+            self._sched.shutdown(wait=True)
+
+    def kick(self) -> None:
+        """Make the next pass come now (an edge trigger; the loop stays level-triggered)."""
+        if self._job is not None and self._sched.running:
+            try:
+                self._job.modify(next_run_time=datetime.now(timezone.utc))
+            except Exception:  # job gone during shutdown
+                pass
+
+    @property
+    def healthy(self) -> bool:
+        return self._sched.running and time.time() - self.last_pass_at < max(10.0, self.interval * 10)
+
+    # -- one pass --------------------------------------------------------------------
+    def run_pass(self) -> None:
+        with self._lock:
+            start = time.perf_counter()
+            try:
+                touched = self.db.run(lambda s: self.reconcile(s, time.time()))
+            except Exception:
+                log.exception("reconcile pass failed; the next pass retries")
+                return
+            self.last_pass_at = time.time()
+            self.passes += 1
+            metrics.LOOP_SECONDS.observe(time.perf_counter() - start)
+            if touched:
+                self.hub.bump(touched)
+                self.hub.events_changed()
+
+    def reconcile(self, s: Session, now: float) -> set[str]:
+        touched: set[str] = set()
+        nodes = {n.name: n for n in s.scalars(select(Node))}
+        touched |= self._liveness(s, nodes, now)
+        instances = list(s.scalars(select(Instance)))
+        by_service: dict[str, list[Instance]] = defaultdict(list)
+        for i in instances:
+            if i.desired_state == "running":
+                by_service[i.service_name].append(i)
+        services = {svc.name: svc for svc in s.scalars(select(Service))}
+        specs = revision_specs(s, services, instances)
+        for svc in services.values():
+            touched |= self._plan_service(s, svc, by_service.get(svc.name, []), now, instances)
+        touched |= self._place(s, services, nodes, instances, specs, now)
+        touched |= self._collect(s, instances, nodes)
+        metrics.NODES.clear()
+        for n in nodes.values():
+            metrics.NODES.labels(status=n.status, availability=n.availability).inc()
+        metrics.PENDING.set(sum(1 for i in instances if i.desired_state == "running" and i.node_name is None))
+        return touched
+
+    def _liveness(self, s: Session, nodes: dict[str, Node], now: float) -> set[str]:
+        touched = set()
+        for n in nodes.values():
+            seen = self.hub.last_seen(n.name, n.last_heartbeat)
+            if n.status == "ready" and now - seen > self.node_ttl:
+                n.status = "down"
+                n.last_heartbeat = seen
+                touched.add(n.name)
+                lost = s.scalars(
+                    select(Instance).where(Instance.node_name == n.name, Instance.desired_state == "running")
+                ).all()
+                for i in lost:
+                    # fenced: the node's agent will remove it when it comes back
+                    i.state, i.desired_state, i.updated_at = "lost", "stopped", now
+                record(s, "node_down", f"node {n.name} missed heartbeats for {now - seen:.1f}s; "
+                       f"{len(lost)} instance(s) lost and being replaced", node=n.name, now=now)
+        return touched
+
+    def _plan_service(self, s: Session, svc: Service, live: list[Instance], now: float, all_: list[Instance]) -> set[str]:
+        touched: set[str] = set()
+        p = planner.plan(service_view(svc), [view(i) for i in live], now)
+        by_id = {i.id: i for i in live}
+        for iid in p.stop:
+            i = by_id[iid]
+            i.desired_state, i.updated_at = "stopped", now
+            if i.node_name:
+                touched.add(i.node_name)
+        for slot, rev in p.create:
+            inst = Instance(
+                id=new_instance_id(), service_name=svc.name, slot=slot, revision=rev, node_name=None,
+                desired_state="running", state="pending", host_ports=[], restart_count=0, last_error="",
+                created_at=now, updated_at=now,
+            )
+            s.add(inst)
+            all_.append(inst)
+        if p.failure and svc.rollout_phase == "progressing":
+            self._fail_rollout(s, svc, p.failure, now)
+        elif p.phase != svc.rollout_phase:
+            if p.phase == "complete":
+                record(s, "rollout_complete", f"revision {svc.revision} is rolled out", service=svc.name, now=now)
+            svc.rollout_phase = p.phase
+        return touched
+
+    def _fail_rollout(self, s: Session, svc: Service, reason: str, now: float) -> None:
+        action = svc.spec.get("update", {}).get("failure_action", "rollback")
+        if action == "rollback" and svc.rollout_from is not None:
+            bad = svc.revision
+            from orchestrator.revisions import activate
+
+            activate(s, svc, svc.rollout_from, now)
+            svc.rollout_phase, svc.rollout_reason = "rolled_back", f"rolled back from revision {bad}: {reason}"
+            record(s, "rollout_rolled_back", svc.rollout_reason, service=svc.name, now=now)
+        else:
+            svc.rollout_phase, svc.rollout_reason = "paused", f"paused: {reason}"
+            record(s, "rollout_paused", svc.rollout_reason, service=svc.name, now=now)
+
+    def _place(self, s: Session, services: dict[str, Service], nodes: dict[str, Node],
+               instances: list[Instance], specs: dict[tuple[str, int], dict], now: float) -> set[str]:
+        pending = [i for i in instances if i.desired_state == "running" and i.node_name is None
+                   and i.service_name in services]
+        if not pending:
+            self.unschedulable.clear()
+            return set()
+        t0 = time.perf_counter()
+        infos = node_infos(nodes.values(), instances, specs)
+        reqs = [request_for(i, services[i.service_name]) for i in sorted(pending, key=lambda i: (i.service_name, i.slot))]
+        decisions = scheduler.place(reqs, infos)
+        metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - t0)
+        by_id = {i.id: i for i in pending}
+        touched, reasons = set(), {}
+        for d in decisions:
+            inst = by_id[d.key]
+            if d.node is None:
+                inst.last_error = f"unschedulable: {d.reason}"
+                reasons[inst.service_name] = d.reason or "no node fits"
+                continue
+            inst.node_name, inst.state, inst.last_error, inst.updated_at = d.node, "assigned", "", now
+            touched.add(d.node)
+        for name, reason in reasons.items():
+            if self.unschedulable.get(name) != reason:
+                record(s, "unschedulable", f"cannot place instance(s): {reason}", service=name, now=now)
+        self.unschedulable = reasons
+        for svc in services.values():
+            svc.status_message = reasons.get(svc.name, "")
+        return touched
+
+    def _collect(self, s: Session, instances: list[Instance], nodes: dict[str, Node]) -> set[str]:
+        """Forget stopped instances that have no node to run on (never placed, or node removed)."""
+        for i in instances:
+            if i.desired_state == "stopped" and (i.node_name is None or i.node_name not in nodes):
+                s.delete(i)
+        return set()
+
+
+def revision_specs(s: Session, services: dict[str, Service], instances: list[Instance]) -> dict[tuple[str, int], dict]:
+    """The spec of every (service, revision) an instance runs: current ones from the service row."""
+    specs = {(svc.name, svc.revision): svc.spec for svc in services.values()}
+    missing = {(i.service_name, i.revision) for i in instances} - specs.keys()
+    if missing:
+        names = {name for name, _ in missing}
+        for r in s.scalars(select(Revision).where(Revision.service_name.in_(names))):
+            specs.setdefault((r.service_name, r.number), r.spec)
+    return specs
+
+
+def node_infos(nodes, instances: list[Instance], specs: dict[tuple[str, int], dict]) -> list[scheduler.NodeInfo]:
+    used_cpu: dict[str, float] = defaultdict(float)
+    used_mem: dict[str, int] = defaultdict(int)
+    ports: dict[str, set] = defaultdict(set)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for i in instances:
+        # an instance being stopped still holds its resources until its container is gone
+        if i.node_name is None or i.state == "lost":
+            continue
+        spec = specs.get((i.service_name, i.revision), {})
+        res = spec.get("resources") or {}
+        used_cpu[i.node_name] += res.get("cpus") or 0.0
+        used_mem[i.node_name] += res.get("memory") or 0
+        for p in spec.get("ports", []):
+            if p.get("host_port"):
+                ports[i.node_name].add((p["host_port"], p.get("protocol", "tcp")))
+        if i.desired_state == "running":
+            counts[i.node_name][i.service_name] += 1
+    return [
+        scheduler.NodeInfo(
+            name=n.name, labels=n.labels or {}, cpus=n.cpus, memory=n.memory, ready=n.status == "ready",
+            availability=n.availability, used_cpus=used_cpu[n.name], used_memory=used_mem[n.name],
+            used_ports=frozenset(ports[n.name]), service_counts=dict(counts[n.name]),
+            total_instances=sum(counts[n.name].values()),
+        )
+        for n in nodes
+    ]
+
+
+def request_for(i: Instance, svc: Service) -> scheduler.Request:
+    spec = svc.spec
+    res = spec.get("resources") or {}
+    pl = spec.get("placement") or {}
+    return scheduler.Request(
+        key=i.id, service=svc.name, cpus=res.get("cpus") or 0.0, memory=res.get("memory") or 0,
+        host_ports=tuple((p["host_port"], p.get("protocol", "tcp")) for p in spec.get("ports", []) if p.get("host_port")),
+        constraints=tuple(parse_constraint(c) for c in pl.get("constraints", [])),
+        strategy=pl.get("strategy", "spread"), max_per_node=pl.get("max_per_node"),
+    )

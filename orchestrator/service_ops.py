@@ -1,0 +1,199 @@
+"""Service operations behind the API: apply, patch, scale, delete, rollback, and their views.
+
+Each function runs inside one transaction given by the caller; a 2xx answer means it committed.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orchestrator import revisions
+from orchestrator.core import status as status_core
+from orchestrator.errors import Conflict, NotFound, ValidationFailed, validation_details
+from orchestrator.events import record
+from orchestrator.models import Instance, Service
+from orchestrator.reconcile import view
+from orchestrator.spec import ServiceApply, dns_label
+
+
+def iso(t: float | None) -> str | None:
+    return None if not t else datetime.fromtimestamp(t, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def check_name(name: str) -> str:
+    try:
+        return dns_label(name)
+    except ValueError as exc:
+        raise ValidationFailed(f"invalid service name {name!r}: {exc}", [{"field": "name", "problem": str(exc)}])
+
+
+def load(s: Session, name: str, *, lock: bool = False) -> Service:
+    q = select(Service).where(Service.name == name)
+    if lock:
+        q = q.with_for_update()
+    svc = s.scalars(q).first()
+    if svc is None:
+        raise NotFound(f"service {name!r} not found")
+    return svc
+
+
+def check_version(svc: Service, expected: int | None) -> None:
+    if expected is not None and expected != svc.version:
+        raise Conflict(
+            f"service {svc.name!r} is at version {svc.version}, not {expected}: re-read it and retry",
+            current_version=svc.version,
+        )
+
+
+def apply(s: Session, name: str, body: ServiceApply, *, if_match: int | None, actor: str, now: float,
+          history_limit: int) -> tuple[Service, bool]:
+    """Create or update. Returns (service, created). Identical specs change nothing."""
+    check_name(name)
+    spec = body.spec().model_dump(mode="json")
+    svc = s.scalars(select(Service).where(Service.name == name).with_for_update()).first()
+    expected = body.version if body.version is not None else if_match
+    if svc is None:
+        if expected not in (None, 0):
+            raise Conflict(f"service {name!r} does not exist, so it cannot be at version {expected}", current_version=0)
+        svc = Service(name=name, stack=body.stack, spec=spec, replicas=body.replicas, revision=0, generation=1,
+                      version=1, created_at=now, updated_at=now, rollout_phase="complete", rollout_reason="")
+        s.add(svc)
+        s.flush()
+        rev = revisions.add(s, svc, spec, body.change_cause or "created", now, history_limit)
+        svc.revision = rev.number
+        record(s, "service_created", f"service {name} created with {body.replicas} replica(s), revision 1",
+               service=name, actor=actor, now=now)
+        return svc, True
+    check_version(svc, expected)
+    changed = False
+    if spec != svc.spec:
+        cause = body.change_cause or revisions.summary(svc.spec, spec)
+        rev = revisions.add(s, svc, spec, cause, now, history_limit)
+        svc.rollout_from = svc.revision
+        svc.spec, svc.revision = spec, rev.number
+        svc.rollout_phase, svc.rollout_reason, svc.rollout_started_at = "progressing", "", now
+        record(s, "service_updated", f"revision {rev.number}: {cause}", service=name, actor=actor, now=now)
+        changed = True
+    if body.replicas != svc.replicas:
+        record(s, "service_scaled", f"replicas {svc.replicas} -> {body.replicas}", service=name, actor=actor, now=now)
+        svc.replicas = body.replicas
+        changed = True
+    if body.stack != svc.stack and body.stack is not None:
+        svc.stack = body.stack
+        changed = True
+    if changed:
+        svc.generation += 1
+        svc.version += 1
+        svc.updated_at = now
+    return svc, False
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            result.pop(k, None)
+        else:
+            result[k] = merge_patch(result.get(k), v)
+    return result
+
+
+def patch(s: Session, name: str, body: dict, *, if_match: int | None, actor: str, now: float,
+          history_limit: int) -> Service:
+    svc = load(s, name, lock=True)
+    if not isinstance(body, dict):
+        raise ValidationFailed("a merge patch must be a JSON object", [{"field": "body", "problem": "not an object"}])
+    current = dict(svc.spec, replicas=svc.replicas)
+    if svc.stack:
+        current["stack"] = svc.stack
+    merged = merge_patch(current, body)
+    try:
+        apply_body = ServiceApply.model_validate(merged)
+    except ValidationError as exc:
+        details = validation_details(list(exc.errors()))
+        raise ValidationFailed("invalid patch: " + "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5]), details)
+    svc, _ = apply(s, name, apply_body, if_match=if_match, actor=actor, now=now, history_limit=history_limit)
+    return svc
+
+
+def scale(s: Session, name: str, replicas: int, *, if_match: int | None, actor: str, now: float) -> Service:
+    svc = load(s, name, lock=True)
+    check_version(svc, if_match)
+    if replicas != svc.replicas:
+        record(s, "service_scaled", f"replicas {svc.replicas} -> {replicas}", service=name, actor=actor, now=now)
+        svc.replicas = replicas
+        svc.generation += 1
+        svc.version += 1
+        svc.updated_at = now
+    return svc
+
+
+def delete(s: Session, name: str, *, if_match: int | None, actor: str, now: float) -> set[str]:
+    """Forget the service; its instances are told to stop and vanish once their containers are gone."""
+    svc = load(s, name, lock=True)
+    check_version(svc, if_match)
+    nodes = set()
+    for i in s.scalars(select(Instance).where(Instance.service_name == name, Instance.desired_state == "running")):
+        i.desired_state, i.updated_at = "stopped", now
+        if i.node_name:
+            nodes.add(i.node_name)
+    s.delete(svc)
+    record(s, "service_deleted", f"service {name} deleted; stopping its containers", service=name, actor=actor, now=now)
+    return nodes
+
+
+def rollback(s: Session, name: str, to: int | None, *, actor: str, now: float) -> Service:
+    svc = load(s, name, lock=True)
+    if to is None:
+        if svc.rollout_from is None:
+            older = [r for r in s.scalars(select(revisions.Revision.number).where(
+                revisions.Revision.service_name == name)) if r < svc.revision]
+            if not older:
+                raise Conflict(f"service {name!r} has no earlier revision to roll back to")
+            to = max(older)
+        else:
+            to = svc.rollout_from
+    if to == svc.revision:
+        raise Conflict(f"service {name!r} already runs revision {to}")
+    frm = svc.revision
+    revisions.activate(s, svc, to, now)
+    svc.rollout_phase, svc.rollout_reason = "progressing", f"rollback from revision {frm} to {to}"
+    record(s, "rollback", f"rolling back from revision {frm} to revision {to}", service=name, actor=actor, now=now)
+    return svc
+
+
+def instance_dict(i: Instance) -> dict:
+    return {
+        "id": i.id, "service": i.service_name, "slot": i.slot, "revision": i.revision, "node": i.node_name,
+        "desired_state": i.desired_state, "state": i.state, "healthy": i.healthy, "container_id": i.container_id,
+        "host_ports": i.host_ports or [], "exit_code": i.exit_code, "restart_count": i.restart_count,
+        "last_error": i.last_error, "created_at": iso(i.created_at), "updated_at": iso(i.updated_at),
+    }
+
+
+def live_instances(s: Session, names: list[str]) -> dict[str, list[Instance]]:
+    out: dict[str, list[Instance]] = defaultdict(list)
+    if names:
+        for i in s.scalars(select(Instance).where(Instance.service_name.in_(names), Instance.desired_state == "running")):
+            out[i.service_name].append(i)
+    return out
+
+
+def service_dict(svc: Service, live: list[Instance], now: float) -> dict:
+    st = status_core.summarise(svc.replicas, svc.revision, [view(i) for i in live], now, svc.status_message)
+    return {
+        "name": svc.name, "stack": svc.stack, "replicas": svc.replicas, "revision": svc.revision,
+        "generation": svc.generation, "version": svc.version, "spec": svc.spec,
+        "status": {"replicas": st.replicas, "running": st.running, "ready": st.ready, "updated": st.updated,
+                   "pending": st.pending, "message": st.message},
+        "rollout": {"phase": svc.rollout_phase, "reason": svc.rollout_reason},
+        "created_at": iso(svc.created_at), "updated_at": iso(svc.updated_at),
+    }
