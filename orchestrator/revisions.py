@@ -23,7 +23,12 @@ def diff(a: dict, b: dict) -> list[dict[str, Any]]:
     """Field-by-field changes from spec a to spec b, dotted paths, sorted."""
     fa, fb = flatten(a), flatten(b)
     changes = []
-    for key in sorted(fa.keys() | fb.keys()):
+    keys = fa.keys() | fb.keys()
+    for key in sorted(keys):
+        if fa.get(key) == {} or fb.get(key) == {}:
+            # an empty mapping on one side: its entries on the other side already tell the change
+            if any(k.startswith(key + ".") for k in keys):
+                continue
         if fa.get(key, None) != fb.get(key, None) or (key in fa) != (key in fb):
             changes.append({"field": key, "from": fa.get(key), "to": fb.get(key)})
     return changes
