@@ -28,7 +28,10 @@ class SyncClient:
         self.credential = out["credential"]
         return out
 
-    def sync(self, known: str | None, wait: float, report: list[dict] | None) -> tuple[str, list[Assignment], float]:
+    def sync(self, known: str | None, wait: float,
+             report: list[dict] | None) -> tuple[str, list[Assignment] | None, float]:
+        """(generation, assignments, heartbeat interval); assignments is None when the server
+        says they are unchanged since `known`."""
         client = self._poll if wait > 0 else self._push
         r = client.post("/v1/agent/sync", json={"known": known, "wait": wait, "report": report},
                         headers={"Authorization": f"Bearer {self.credential}"})
@@ -37,7 +40,8 @@ class SyncClient:
         if r.status_code >= 400:
             raise RuntimeError(f"sync refused ({r.status_code}): {_message(r)}")
         out = r.json()
-        assignments = [Assignment(**a) for a in out["assignments"]]
+        raw = out.get("assignments")
+        assignments = None if raw is None else [Assignment(**a) for a in raw]
         return out["generation"], assignments, out["heartbeat_interval"]
 
     def close(self) -> None:

@@ -27,6 +27,7 @@ class Actions:
     run: list[Assignment] = field(default_factory=list)
     restart: list[tuple[Assignment, str]] = field(default_factory=list)  # (assignment, container id)
     remove: list[tuple[str, int | None]] = field(default_factory=list)  # (container id, stop timeout or None)
+    recycle: list[tuple[Assignment, str]] = field(default_factory=list)  # unhealthy: stop and start in place
     wake_at: float | None = None  # earliest time a backed-off restart becomes due
 
 
@@ -78,14 +79,16 @@ def diff(
         if keep.state == "created":
             # left over by a crash between create and start: start it like a restart
             out.restart.append((a, keep.container_id))
-        elif keep.state in ("exited", "dead"):
+        elif keep.state in ("exited", "dead") or (keep.state == "running" and keep.health == "unhealthy"):
+            # a crash, or a health check failed past its retries: both restart per the policy
+            unhealthy = keep.state == "running"
             policy = (a.spec.get("restart") or {}).get("policy", "always")
-            if not should_restart(policy, keep.exit_code):
+            if not should_restart(policy, keep.exit_code, unhealthy=unhealthy):
                 continue
             info = restarts.get(iid, RestartInfo())
             due = info.last_at + backoff(info.consecutive, (a.spec.get("restart") or {}).get("backoff_cap", 30.0))
             if now >= due:
-                out.restart.append((a, keep.container_id))
+                (out.recycle if unhealthy else out.restart).append((a, keep.container_id))
             else:
                 out.wake_at = due if out.wake_at is None else min(out.wake_at, due)
 

@@ -219,8 +219,18 @@ class DockerDriver:
                     for p in ports}
         res = spec.get("resources") or {}
         mem = res.get("memory")
+        # Host privileges (the server's policy admitted them): privileged, host namespaces,
+        # capabilities, bind mounts. With the host's network, ports need no publishing.
+        host_net = spec.get("network_mode") == "host"
+        binds = {v["source"]: {"bind": v["target"], "mode": "ro" if v.get("read_only") else "rw"}
+                 for v in spec.get("volumes") or []}
         host_config = self.api.create_host_config(
-            port_bindings=bindings or None,
+            port_bindings=None if host_net else (bindings or None),
+            privileged=bool(spec.get("privileged")),
+            network_mode=spec.get("network_mode") or None,
+            pid_mode=spec.get("pid_mode") or None,
+            cap_add=list(spec.get("cap_add") or []) or None,
+            binds=binds or None,
             nano_cpus=int(res["cpus"] * 1e9) if res.get("cpus") else None,
             mem_limit=mem,
             memswap_limit=mem,  # the limit is the limit: no extra swap on top (as Kubernetes)
@@ -243,7 +253,7 @@ class DockerDriver:
             c = self.api.create_container(
                 image, command=spec.get("command"), entrypoint=spec.get("entrypoint"),
                 environment=dict(spec.get("env") or {}), labels=labels, name=name,
-                ports=[(p["container_port"], p.get("protocol") or "tcp") for p in ports] or None,
+                ports=None if host_net else [(p["container_port"], p.get("protocol") or "tcp") for p in ports] or None,
                 host_config=host_config, healthcheck=healthcheck,
                 stop_timeout=spec.get("stop_timeout"),
             )
@@ -277,6 +287,37 @@ class DockerDriver:
             raise DriverError(f"container {container_id[:12]} no longer exists") from None
         except APIError as e:
             raise self._start_error(e, None) from None
+
+    def restart(self, container_id: str, stop_timeout: int | None) -> None:
+        """Stop (SIGTERM, grace period) and start again in place: for an unhealthy container."""
+        try:
+            self.api.restart(container_id, timeout=stop_timeout if stop_timeout is not None else 10)
+        except NotFound:
+            raise DriverError(f"container {container_id[:12]} no longer exists") from None
+        except APIError as e:
+            raise self._start_error(e, None) from None
+
+    def probe_address(self, container_id: str, port: int) -> tuple[str, int] | None:
+        """Where the agent reaches a container's port: its IP on a Docker network, else the
+        host port it is published on, else None (not running, or no network)."""
+        try:
+            c = self.api.inspect_container(container_id)
+        except NotFound:
+            return None
+        ns = c.get("NetworkSettings") or {}
+        for net in sorted((ns.get("Networks") or {}).items()):
+            ip = (net[1] or {}).get("IPAddress")
+            if ip:
+                return ip, port
+        if ns.get("IPAddress"):
+            return ns["IPAddress"], port
+        for b in (ns.get("Ports") or {}).get(f"{port}/tcp") or []:
+            if b.get("HostPort"):
+                host = b.get("HostIp") or "127.0.0.1"
+                return ("127.0.0.1" if host in ("0.0.0.0", "::") else host), int(b["HostPort"])
+        if (c.get("HostConfig") or {}).get("NetworkMode") == "host":
+            return "127.0.0.1", port
+        return None
 
     def remove(self, container_id: str, stop_timeout: int) -> None:
         # Stop first, so the process gets SIGTERM and its grace period; a bare force-remove

@@ -7,6 +7,7 @@ Nothing is kept on disk: a restarted agent re-adopts its labelled containers.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
@@ -15,8 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from agent import diff as d
+from agent.api import AgentAPI
 from agent.client import AuthLost, SyncClient
 from agent.driver import DockerDriver, DriverError
+from agent.health import Check, Prober
 from agent.types import Assignment, Observed
 
 log = logging.getLogger("dockyard.agent")
@@ -53,10 +56,19 @@ class Agent:
         self.run_backoff: dict[str, float] = {}
         self.run_failures: dict[str, int] = {}
         self.busy: set[str] = set()
+        # containers Docker said died: its list can still show them running for a moment
+        self.died: set[str] = set()
         self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="act")
         self.heartbeat = 1.0
         self._last_report: list[dict] | None = None
         self._last_report_at = 0.0
+        # http/tcp health checks; a status change wakes the reconciler, which reports it
+        self.prober = Prober(self.driver.probe_address, self.wake.set)
+        # the small authenticated API the server calls for logs; the key comes with the join
+        self.agent_key: str | None = None
+        self.api = AgentAPI(cfg.listen, self.driver, lambda: self.agent_key, cfg.address)
+        self.agent_url = ""
+        self._primed = False
 
     # -- server side ---------------------------------------------------------------
     def join(self) -> None:
@@ -68,9 +80,10 @@ class Agent:
                     "join_token": self.cfg.join_token, "node_name": self.cfg.node_name, "address": self.cfg.address,
                     "labels": self.cfg.labels, "cpus": self.cfg.cpus or info["cpus"],
                     "memory": self.cfg.memory or info["memory"], "agent_version": _version(),
-                    "engine_version": info["engine_version"],
+                    "engine_version": info["engine_version"], "agent_url": self.agent_url,
                 })
                 self.heartbeat = out.get("heartbeat_interval", 1.0)
+                self.agent_key = out.get("agent_key")
                 log.info("joined %s as node %s", self.cfg.server, self.cfg.node_name)
                 return
             except Exception as exc:
@@ -78,7 +91,9 @@ class Agent:
                 self.stop.wait(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _take(self, generation: str, assignments: list[Assignment]) -> None:
+    def _take(self, generation: str, assignments: list[Assignment] | None) -> None:
+        if assignments is None:  # unchanged since the generation we sent
+            return
         with self.lock:
             if generation != self.generation or not self.have_assignments:
                 self.generation = generation
@@ -139,7 +154,10 @@ class Agent:
     def watch_events(self) -> None:
         while not self.stop.is_set():
             try:
-                for _action, _cid, _iid in self.driver.events(self.stop):
+                for action, cid, _iid in self.driver.events(self.stop):
+                    if action in ("die", "oom"):
+                        with self.lock:
+                            self.died.add(cid)
                     self.wake.set()
             except Exception as exc:
                 log.warning("docker events stream failed (%s); reconnecting", exc)
@@ -156,13 +174,17 @@ class Agent:
                 self.stop.wait(0.5)
 
     def reconcile_once(self) -> None:
-        observed = self.driver.list()
+        with self.lock:
+            # taken before listing: an action that finishes while we list stays busy for this pass,
+            # so its half-done container (e.g. created, not yet started) is not "restarted"
+            busy = frozenset(self.busy)
+        observed = self._fresh(self.driver.list())
         now = time.time()
         with self.lock:
             if not self.have_assignments:
                 return
             assigned = list(self.assignments.values())
-            busy = frozenset(self.busy)
+        observed = self._with_health(observed, assigned)
         for o in observed:  # a stable run resets the back-off
             info = self.restarts.get(o.instance_id)
             if info and o.state == "running" and info.consecutive and now - info.last_at > d.STABLE_SECONDS:
@@ -172,6 +194,8 @@ class Agent:
             self._submit(a.instance_id, self._run, a)
         for a, cid in actions.restart:
             self._submit(a.instance_id, self._restart, a, cid)
+        for a, cid in actions.recycle:
+            self._submit(a.instance_id, self._recycle, a, cid)
         for cid, timeout in actions.remove:
             self._submit("rm:" + cid, self._remove, cid, timeout)
         live = {a.instance_id for a in assigned}
@@ -181,6 +205,42 @@ class Agent:
         if actions.wake_at is not None:
             threading.Timer(max(0.0, actions.wake_at - now) + 0.01, self.wake.set).start()
         self.report(observed)
+
+    def _fresh(self, observed: list[Observed]) -> list[Observed]:
+        """Docker sends `die` before its container list shows the container stopped: inspect
+        (which is authoritative) the ones that died but still list as running, so a crash is
+        acted on in this pass, not a second later."""
+        with self.lock:
+            died, self.died = self.died, set()
+        if not died:
+            return observed
+        out = []
+        for o in observed:
+            if o.container_id in died and o.state == "running":
+                try:
+                    o = self.driver.inspect(o.container_id) or o
+                except Exception as exc:  # the list's view will do; the next pass looks again
+                    log.debug("inspect of %s failed: %s", o.container_id[:12], exc)
+            out.append(o)
+        return out
+
+    def _with_health(self, observed: list[Observed], assigned: list[Assignment]) -> list[Observed]:
+        """Probe the http/tcp checks of running containers and put the results in `health`
+        (exec checks already have Docker's own there)."""
+        checks = {a.instance_id: Check.from_spec(a.spec.get("health")) for a in assigned}
+        wanted = {o.container_id: checks[o.instance_id] for o in observed
+                  if o.state == "running" and checks.get(o.instance_id) is not None}
+        self.prober.sync(wanted)  # type: ignore[arg-type]
+        if not self._primed:  # first pass: what runs already was adopted, probe it before reporting
+            self.prober.prime(list(wanted))
+            self._primed = True
+        out = []
+        for o in observed:
+            st = self.prober.status(o.container_id) if o.container_id in wanted else None
+            if st is not None:
+                o = dataclasses.replace(o, health=st[0], error=st[1] or o.error)
+            out.append(o)
+        return out
 
     def _submit(self, key: str, fn, *args) -> None:  # type: ignore[no-untyped-def]
         with self.lock:
@@ -225,19 +285,37 @@ class Agent:
             self.errors[a.instance_id] = str(exc)
             self.driver.remove(cid, 0)  # gone for good: the next pass creates a fresh container
 
+    def _recycle(self, a: Assignment, cid: str) -> None:
+        """Unhealthy past its retries: stop and start the container in place, like a crash restart."""
+        info = self.restarts.setdefault(a.instance_id, d.RestartInfo())
+        info.count += 1
+        info.consecutive += 1
+        info.last_at = time.time()
+        try:
+            self.driver.restart(cid, a.spec.get("stop_timeout"))
+            log.info("restarted unhealthy %s slot %d (restart #%d)", a.service, a.slot, info.count)
+        except DriverError as exc:
+            self.errors[a.instance_id] = str(exc)
+            self.driver.remove(cid, 0)
+        finally:
+            self.prober.reset(cid)
+
     def _remove(self, cid: str, timeout: int | None) -> None:
         self.driver.remove(cid, timeout)  # type: ignore[arg-type]
         log.info("removed container %s", cid[:12])
 
     # -- lifecycle -----------------------------------------------------------------
     def run(self) -> int:
+        self.agent_url = self.api.start()
         self.join()
         threads = [threading.Thread(target=f, daemon=True, name=n) for f, n in
-                   ((self.poll_forever, "poll"), (self.watch_events, "events"), (self.reconcile_forever, "reconcile"))]
+                   ((self.poll_forever, "poll"), (self.watch_events, "events"), (self.reconcile_forever, "reconcile"),
+                    (lambda: self.prober.run(self.stop), "probe"))]
         for t in threads:
             t.start()
         self.stop.wait()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.api.stop()
         self.client.close()
         return 0
 

@@ -94,7 +94,21 @@ def bootstrap(s: Session, data_dir: Path, admin_token: str | None, join_token: s
         s.add(Token(id="bootstrap-admin", name="admin", role="admin", hash=h, created_at=time.time()))
     elif existing.hash != h:
         existing.hash = h
-    set_join_token(s, _secret_from(join_token, data_dir / "join.token", "dyj"))
+    # The configured join token becomes the active one when it is new or changed; otherwise the
+    # active one stays, so a join token rotated through the API survives a restart.
+    configured = hash_secret(_secret_from(join_token, data_dir / "join.token", "dyj"))
+    seen = s.get(Setting, "join_token_configured")
+    if seen is None or seen.value != configured:
+        _set(s, "join_token_hash", configured)
+        _set(s, "join_token_configured", configured)
+
+
+def _set(s: Session, key: str, value: str) -> None:
+    row = s.get(Setting, key)
+    if row is None:
+        s.add(Setting(key=key, value=value))
+    else:
+        row.value = value
 
 
 def set_join_token(s: Session, secret: str) -> None:

@@ -18,6 +18,10 @@ class Settings:
     heartbeat_interval: float = 1.0
     history_limit: int = 10
     log_level: str = "info"
+    # security (see docs/security.md)
+    allow: tuple[str, ...] = ()  # host privileges specs may use: privileged, host-network, host-pid, cap:X, bind:/p
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def db_url(self) -> str:

@@ -43,11 +43,25 @@ def migrate(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
+def _sqlite_for_update(state) -> None:  # type: ignore[no-untyped-def]
+    """SQLite ignores SELECT ... FOR UPDATE. Take the database's write lock before such a read
+    instead, so a read-check-write (a version check, the next revision number) cannot interleave
+    with another writer: the second one waits (busy_timeout), then reads what the first committed."""
+    stmt = state.statement
+    txn = state.session.get_transaction()
+    if state.is_select and getattr(stmt, "_for_update_arg", None) is not None and state.session.info.get("wlock") is not txn:
+        # a write that changes nothing still begins a write transaction, holding the lock to commit
+        state.session.connection().exec_driver_sql("UPDATE settings SET value = value WHERE 0")
+        state.session.info["wlock"] = txn
+
+
 class Database:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        if url.startswith("sqlite"):
+            event.listen(self._factory, "do_orm_execute", _sqlite_for_update)
 
     def session(self) -> Session:
         return self._factory()

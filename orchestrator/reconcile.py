@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator import metrics
-from orchestrator.core import planner, scheduler
+from orchestrator.core import drain, planner, scheduler
 from orchestrator.core.constraints import parse_constraint
 from orchestrator.db import Database
 from orchestrator.events import record
@@ -113,8 +113,20 @@ class Reconciler:
                 by_service[i.service_name].append(i)
         services = {svc.name: svc for svc in s.scalars(select(Service))}
         specs = revision_specs(s, services, instances)
+        drained = {n.name for n in nodes.values() if n.availability == "drained"}
+        emptied: set[str] = set()  # drained nodes whose instances were stopped in this pass
         for svc in services.values():
-            touched |= self._plan_service(s, svc, by_service.get(svc.name, []), now, instances)
+            live = by_service.get(svc.name, [])
+            # instances on drained nodes are hidden from the planner, so it creates replacements
+            moving = [i for i in live if i.node_name in drained]
+            staying = [i for i in live if i.node_name not in drained] if moving else live
+            touched |= self._plan_service(s, svc, staying, now, instances)
+            if moving:
+                touched |= self._drain(s, svc, staying, moving, now)
+                emptied |= {i.node_name for i in moving if i.desired_state == "stopped"}
+        for name in emptied - {i.node_name for i in instances if i.desired_state == "running"}:
+            record(s, "node_drain_complete", f"node {name} is drained: all its instances run elsewhere",
+                   node=name, now=now)
         touched |= self._place(s, services, nodes, instances, specs, now)
         touched |= self._collect(s, instances, nodes)
         metrics.NODES.clear()
@@ -139,6 +151,12 @@ class Reconciler:
                     i.state, i.desired_state, i.updated_at = "lost", "stopped", now
                 record(s, "node_down", f"node {n.name} missed heartbeats for {now - seen:.1f}s; "
                        f"{len(lost)} instance(s) lost and being replaced", node=n.name, now=now)
+            elif n.status == "down" and now - self.hub.heartbeats.get(n.name, 0.0) <= self.node_ttl / 2:
+                # beating again (this process heard it): normally the sync that ended the
+                # silence did this; this catches a sync that raced the pass marking it down
+                n.status, n.last_heartbeat = "ready", self.hub.heartbeats[n.name]
+                touched.add(n.name)
+                record(s, "node_ready", f"node {n.name} is back", node=n.name, now=now)
         return touched
 
     def _plan_service(self, s: Session, svc: Service, live: list[Instance], now: float, all_: list[Instance]) -> set[str]:
@@ -166,6 +184,23 @@ class Reconciler:
             svc.rollout_phase = p.phase
         return touched
 
+    def _drain(self, s: Session, svc: Service, staying: list[Instance], moving: list[Instance], now: float) -> set[str]:
+        """Stop instances on drained nodes whose replacements are ready elsewhere (see core/drain.py)."""
+        min_ready = (svc.spec.get("update") or {}).get("min_ready_seconds", 0.0)
+        still = [view(i) for i in staying if i.desired_state == "running"]
+        stops = set(drain.drain_stops(svc.replicas, still, [view(i) for i in moving], now, min_ready))
+        touched: set[str] = set()
+        for i in moving:
+            if i.id not in stops:
+                continue
+            i.desired_state, i.updated_at = "stopped", now
+            touched.add(i.node_name)  # type: ignore[arg-type]
+            why = ("enough instances are ready elsewhere" if planner.is_ready(view(i), now, min_ready)
+                   else f"it was not ready ({i.state})")
+            record(s, "instance_drained", f"slot {i.slot} ({i.id}) stopped on drained node {i.node_name}: {why}",
+                   service=svc.name, node=i.node_name, instance=i.id, now=now)
+        return touched
+
     def _fail_rollout(self, s: Session, svc: Service, reason: str, now: float) -> None:
         action = svc.spec.get("update", {}).get("failure_action", "rollback")
         if action == "rollback" and svc.rollout_from is not None:
@@ -185,6 +220,8 @@ class Reconciler:
                    and i.service_name in services]
         if not pending:
             self.unschedulable.clear()
+            for svc in services.values():
+                svc.status_message = ""
             return set()
         t0 = time.perf_counter()
         infos = node_infos(nodes.values(), instances, specs)

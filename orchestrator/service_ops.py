@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from orchestrator import revisions
+from orchestrator.core import planner
 from orchestrator.core import status as status_core
 from orchestrator.errors import Conflict, NotFound, ValidationFailed, validation_details
 from orchestrator.events import record
@@ -51,8 +52,9 @@ def check_version(svc: Service, expected: int | None) -> None:
 
 
 def apply(s: Session, name: str, body: ServiceApply, *, if_match: int | None, actor: str, now: float,
-          history_limit: int) -> tuple[Service, bool]:
-    """Create or update. Returns (service, created). Identical specs change nothing."""
+          history_limit: int, check: Callable[[dict], None] | None = None) -> tuple[Service, bool]:
+    """Create or update. Returns (service, created). Identical specs change nothing.
+    `check(spec)` (the host-privilege policy) runs on every spec about to be written."""
     check_name(name)
     spec = body.spec().model_dump(mode="json")
     svc = s.scalars(select(Service).where(Service.name == name).with_for_update()).first()
@@ -60,6 +62,8 @@ def apply(s: Session, name: str, body: ServiceApply, *, if_match: int | None, ac
     if svc is None:
         if expected not in (None, 0):
             raise Conflict(f"service {name!r} does not exist, so it cannot be at version {expected}", current_version=0)
+        if check is not None:
+            check(spec)
         svc = Service(name=name, stack=body.stack, spec=spec, replicas=body.replicas, revision=0, generation=1,
                       version=1, created_at=now, updated_at=now, rollout_phase="complete", rollout_reason="")
         s.add(svc)
@@ -72,9 +76,14 @@ def apply(s: Session, name: str, body: ServiceApply, *, if_match: int | None, ac
     check_version(svc, expected)
     changed = False
     if spec != svc.spec:
+        if check is not None:
+            check(spec)
         cause = body.change_cause or revisions.summary(svc.spec, spec)
         rev = revisions.add(s, svc, spec, cause, now, history_limit)
-        svc.rollout_from = svc.revision
+        if svc.rollout_phase in ("complete", "rolled_back") or svc.rollout_from is None:
+            svc.rollout_from = svc.revision
+        # else a rollout was under way or paused: a failure of this one still returns to the
+        # last revision that was fully rolled out, not to the half-done one
         svc.spec, svc.revision = spec, rev.number
         svc.rollout_phase, svc.rollout_reason, svc.rollout_started_at = "progressing", "", now
         record(s, "service_updated", f"revision {rev.number}: {cause}", service=name, actor=actor, now=now)
@@ -107,7 +116,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def patch(s: Session, name: str, body: dict, *, if_match: int | None, actor: str, now: float,
-          history_limit: int) -> Service:
+          history_limit: int, check: Callable[[dict], None] | None = None) -> Service:
     svc = load(s, name, lock=True)
     if not isinstance(body, dict):
         raise ValidationFailed("a merge patch must be a JSON object", [{"field": "body", "problem": "not an object"}])
@@ -120,7 +129,8 @@ def patch(s: Session, name: str, body: dict, *, if_match: int | None, actor: str
     except ValidationError as exc:
         details = validation_details(list(exc.errors()))
         raise ValidationFailed("invalid patch: " + "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5]), details)
-    svc, _ = apply(s, name, apply_body, if_match=if_match, actor=actor, now=now, history_limit=history_limit)
+    svc, _ = apply(s, name, apply_body, if_match=if_match, actor=actor, now=now, history_limit=history_limit,
+                   check=check)
     return svc
 
 
@@ -150,7 +160,8 @@ def delete(s: Session, name: str, *, if_match: int | None, actor: str, now: floa
     return nodes
 
 
-def rollback(s: Session, name: str, to: int | None, *, actor: str, now: float) -> Service:
+def rollback(s: Session, name: str, to: int | None, *, actor: str, now: float,
+             check: Callable[[dict], None] | None = None) -> Service:
     svc = load(s, name, lock=True)
     if to is None:
         if svc.rollout_from is None:
@@ -164,10 +175,71 @@ def rollback(s: Session, name: str, to: int | None, *, actor: str, now: float) -
     if to == svc.revision:
         raise Conflict(f"service {name!r} already runs revision {to}")
     frm = svc.revision
+    if check is not None:
+        check(revisions.get(s, name, to).spec)
     revisions.activate(s, svc, to, now)
     svc.rollout_phase, svc.rollout_reason = "progressing", f"rollback from revision {frm} to {to}"
     record(s, "rollback", f"rolling back from revision {frm} to revision {to}", service=name, actor=actor, now=now)
     return svc
+
+
+def pause_rollout(s: Session, name: str, *, actor: str, now: float) -> Service:
+    svc = load(s, name, lock=True)
+    if svc.rollout_phase == "paused":
+        return svc
+    if svc.rollout_phase != "progressing":
+        raise Conflict(f"service {name!r} has no rollout in progress (phase {svc.rollout_phase}): nothing to pause")
+    svc.rollout_phase, svc.rollout_reason = "paused", f"paused by {actor}"
+    svc.version += 1
+    svc.updated_at = now
+    record(s, "rollout_paused", f"rollout of revision {svc.revision} paused by {actor}", service=name, actor=actor,
+           now=now)
+    return svc
+
+
+def resume_rollout(s: Session, name: str, *, actor: str, now: float) -> Service:
+    """Carry on rolling. New-revision instances that failed are replaced by fresh ones (their
+    crash counts would otherwise fail the resumed rollout at once), and the progress deadline
+    starts again."""
+    svc = load(s, name, lock=True)
+    if svc.rollout_phase != "paused":
+        raise Conflict(f"service {name!r} is not paused (phase {svc.rollout_phase}): nothing to resume")
+    retried = 0
+    for i in s.scalars(select(Instance).where(Instance.service_name == name, Instance.desired_state == "running",
+                                              Instance.revision == svc.revision)):
+        if planner.is_failed(view(i)):
+            i.desired_state, i.updated_at = "stopped", now
+            retried += 1
+    svc.rollout_phase, svc.rollout_reason, svc.rollout_started_at = "progressing", "", now
+    svc.version += 1
+    svc.updated_at = now
+    more = f"; {retried} failed instance(s) replaced" if retried else ""
+    record(s, "rollout_resumed", f"rollout of revision {svc.revision} resumed by {actor}{more}", service=name,
+           actor=actor, now=now)
+    return svc
+
+
+def rollout_dict(svc: Service, live: list[Instance], now: float) -> dict:
+    """A rollout's progress: phase, why it stopped, and how far it got."""
+    views = [view(i) for i in live]
+    min_ready = (svc.spec.get("update") or {}).get("min_ready_seconds", 0.0)
+    new = [v for v in views if v.revision == svc.revision]
+    old = [v for v in views if v.revision != svc.revision]
+    surge, unavailable = planner.budgets(planner.ServiceView(
+        name=svc.name, replicas=svc.replicas, revision=svc.revision,
+        max_surge=(svc.spec.get("update") or {}).get("max_surge", "25%"),
+        max_unavailable=(svc.spec.get("update") or {}).get("max_unavailable", "25%")))
+    return {
+        "service": svc.name, "revision": svc.revision, "from_revision": svc.rollout_from,
+        "phase": svc.rollout_phase, "reason": svc.rollout_reason, "started_at": iso(svc.rollout_started_at),
+        "replicas": svc.replicas, "max_surge": surge, "max_unavailable": unavailable,
+        "new": len(new), "old": len(old),
+        "ready": sum(planner.is_ready(v, now, min_ready) for v in views),
+        "new_ready": sum(planner.is_ready(v, now, min_ready) for v in new),
+        "old_revisions": sorted({v.revision for v in old}),
+        # kept for earlier clients: "updated" = new, "running" = in a running state
+        "updated": len(new), "running": sum(v.state in planner.RUNNING_STATES for v in views),
+    }
 
 
 def instance_dict(i: Instance) -> dict:

@@ -5,6 +5,7 @@ Validation errors from these models become the 422 error shape (see errors.py).
 """
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 from typing import Annotated, Any, Literal
@@ -81,7 +82,7 @@ class Restart(_Strict):
 
 
 class Placement(_Strict):
-    constraints: list[str] = Field(default_factory=list, max_length=64)
+    constraints: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=64)
     strategy: Literal["spread", "binpack"] = "spread"
     max_per_node: int | None = Field(default=None, ge=1)
 
@@ -100,7 +101,7 @@ class Health(_Strict):
     port: int | None = Field(default=None, ge=1, le=65535)
     path: str = Field(default="/", max_length=1024)
     expected_status: int = Field(default=200, ge=100, le=599)
-    command: list[str] | None = Field(default=None, max_length=MAX_ITEMS)
+    command: list[Annotated[str, Field(max_length=MAX_STR)]] | None = Field(default=None, max_length=MAX_ITEMS)
     interval: float = Field(default=2.0, gt=0, le=3600)
     timeout: float = Field(default=1.0, gt=0, le=3600)
     retries: int = Field(default=3, ge=1, le=100)
@@ -144,6 +145,21 @@ class Update(_Strict):
         return self
 
 
+class Volume(_Strict):
+    """A bind mount of a host path (needs `--allow bind:<prefix>` on the server and an admin token)."""
+
+    source: str = Field(min_length=1, max_length=MAX_STR, description="absolute path on the node")
+    target: str = Field(min_length=1, max_length=MAX_STR, description="absolute path in the container")
+    read_only: bool = False
+
+    @field_validator("source", "target")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or ".." in v.split("/") or ":" in v or any(c in v for c in "\0\n"):
+            raise ValueError("must be an absolute path without '..' or ':'")
+        return posixpath.normpath(v)
+
+
 def _split_command(v: Any) -> Any:
     if isinstance(v, str):
         return shlex.split(v)
@@ -169,6 +185,15 @@ class ServiceSpec(_Strict):
     placement: Placement = Field(default_factory=Placement)
     health: Health | None = None
     update: Update = Field(default_factory=Update)
+    # host privileges: refused unless the server's --allow list permits them (see policy.py)
+    privileged: bool = Field(default=False, description="privileged mode (needs --allow privileged)")
+    network_mode: Literal["bridge", "host", "none"] | None = Field(
+        default=None, description="'host' shares the node's network namespace (needs --allow host-network)")
+    pid_mode: Literal["host"] | None = Field(default=None, description="'host' needs --allow host-pid")
+    cap_add: list[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,35}$")]] = Field(
+        default_factory=list, max_length=64, description="Linux capabilities to add (each needs --allow cap:NAME)")
+    volumes: list[Volume] = Field(default_factory=list, max_length=64,
+                                  description="bind mounts of host paths (need --allow bind:/prefix)")
 
     _cmd = field_validator("command", "entrypoint", mode="before")(classmethod(lambda cls, v: _split_command(v)))
 
@@ -186,6 +211,16 @@ class ServiceSpec(_Strict):
             if not ENV_KEY.fullmatch(k):
                 raise ValueError(f"invalid environment variable name {k!r}")
         return v
+
+    @field_validator("cap_add")
+    @classmethod
+    def _caps(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for c in v:
+            c = c.upper().removeprefix("CAP_")
+            if c not in out:
+                out.append(c)
+        return out
 
     @field_validator("labels")
     @classmethod

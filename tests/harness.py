@@ -134,7 +134,9 @@ class Cluster:
     # -- Docker view -----------------------------------------------------------------
     def containers(self, service: str | None = None, running_only: bool = True, node: str | None = None) -> list:
         out = []
-        for c in self.docker.containers.list(all=not running_only, filters={"label": "dockyard.node"}):
+        # ignore_removed: another test (or an agent) may remove a container between list and inspect
+        for c in self.docker.containers.list(all=not running_only, filters={"label": "dockyard.node"},
+                                             ignore_removed=True):
             labels = c.labels
             if not labels.get("dockyard.node", "").startswith(self.prefix + "-"):
                 continue

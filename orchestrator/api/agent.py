@@ -11,10 +11,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
+from sqlalchemy.orm import object_session
 
-from orchestrator import metrics
+from orchestrator import agent_keys, metrics
 from orchestrator.api.deps import State, YamlRoute, node_principal, state
 from orchestrator.auth import Principal, check_join_token, hash_secret, new_secret
 from orchestrator.events import record
@@ -71,7 +73,8 @@ class Assignment(BaseModel):
 class SyncOut(BaseModel):
     node: str
     generation: str
-    assignments: list[Assignment]
+    assignments: list[Assignment] | None = Field(
+        description="every instance the node should run; null when unchanged since `known`")
     heartbeat_interval: float
 
 
@@ -93,12 +96,14 @@ def join(body: JoinIn, st: State = Depends(state)) -> dict:
         n.cpus, n.memory = body.cpus, body.memory
         n.agent_version, n.engine_version = body.agent_version, body.engine_version
         n.credential_hash, n.status, n.last_heartbeat = hash_secret(credential), "ready", now
+        return agent_keys.issue(s, body.node_name)  # for the server's calls to the agent's API (logs)
 
-    st.db.run(write)
+    agent_key = st.db.run(write)
     st.hub.beat(body.node_name, now)
     st.hub.bump([body.node_name])
     st.loop.kick()
-    return {"node": body.node_name, "credential": credential, "heartbeat_interval": st.settings.heartbeat_interval}
+    return {"node": body.node_name, "credential": credential, "agent_key": agent_key,
+            "heartbeat_interval": st.settings.heartbeat_interval}
 
 
 def _apply_report(st: State, node: str, report: list[ReportItem] | None, now: float) -> bool:
@@ -133,6 +138,7 @@ def _observe(i: Instance, r: ReportItem, now: float) -> bool:
     if i.desired_state == "stopped" and i.state == "lost":
         return False  # fenced: keep saying lost until the agent removes the container
     before = (i.state, i.healthy, i.restart_count, i.container_id, i.last_error)
+    prev_exit = i.exit_code
     i.container_id, i.exit_code, i.host_ports = r.container_id, r.exit_code, r.host_ports
     i.state, i.healthy, i.last_error = r.state, r.healthy, r.error
     i.restart_count = max(i.restart_count, r.restart_count)
@@ -142,9 +148,30 @@ def _observe(i: Instance, r: ReportItem, now: float) -> bool:
     elif not ready:
         i.ready_since = None
     changed = before != (i.state, i.healthy, i.restart_count, i.container_id, i.last_error)
+    _instance_events(i, before, prev_exit, now)
     if changed:
         i.updated_at = now
     return changed
+
+
+def _instance_events(i: Instance, before: tuple, prev_exit: int | None, now: float) -> None:
+    """Events for what the agent saw happen to an instance: health check failed, restarted."""
+    s = object_session(i)
+    if s is None:
+        return
+    where = f"instance {i.id} (slot {i.slot}, revision {i.revision}) on {i.node_name}"
+    if i.healthy is False and before[1] is not False:
+        record(s, "instance_unhealthy", f"{where} is unhealthy: {i.last_error or 'health check failed'}",
+               service=i.service_name, node=i.node_name, instance=i.id, now=now)
+    elif i.healthy is True and before[1] is False:
+        record(s, "instance_healthy", f"{where} is healthy again", service=i.service_name, node=i.node_name,
+               instance=i.id, now=now)
+    if i.restart_count > before[2]:
+        code = i.exit_code if i.exit_code is not None else prev_exit
+        why = "it was unhealthy" if False in (before[1], i.healthy) else (
+            f"it exited with code {code}" if code is not None else "it stopped")
+        record(s, "instance_restarted", f"{where} restarted (restart #{i.restart_count}): {why}",
+               service=i.service_name, node=i.node_name, instance=i.id, now=now)
 
 
 def _assignments(st: State, node: str) -> list[dict]:
@@ -168,14 +195,24 @@ def _assignments(st: State, node: str) -> list[dict]:
 
 
 @router.post("/sync", response_model=SyncOut)
-async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(node_principal)) -> dict:
+async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(node_principal)) -> JSONResponse:
     now = time.time()
+    previous = st.hub.heartbeats.get(p.name)
     st.hub.beat(p.name, now)
-    if await run_in_threadpool(_apply_report, st, p.name, body.report, now):
+    # A bare heartbeat from a node that beat recently needs no database: the loop cannot have
+    # declared it down in between (it needs node_ttl of silence), and if it raced one that did,
+    # the loop marks a node with fresh heartbeats ready again (reconcile._liveness).
+    recent = previous is not None and now - previous < st.settings.node_ttl / 2
+    if (body.report is not None or not recent) and await run_in_threadpool(_apply_report, st, p.name, body.report, now):
         st.loop.kick()
+        st.hub.events_changed()  # a report may have recorded events (unhealthy, restarted)
     await st.hub.wait(p.name, body.known, min(body.wait, 30.0))
     generation = st.hub.generation(p.name)
-    assignments = await run_in_threadpool(_assignments, st, p.name)
+    # The agent already has this generation (a timed-out long poll, a report): say so
+    # instead of reading and sending every assignment again.
+    assignments = None if generation == body.known else await run_in_threadpool(_assignments, st, p.name)
     metrics.SYNCS.inc()
-    return {"node": p.name, "generation": generation, "assignments": assignments,
-            "heartbeat_interval": st.settings.heartbeat_interval}
+    # built by hand: validating thousands of assignment specs through the response model
+    # on every sync costs more than the rest of the request
+    return JSONResponse({"node": p.name, "generation": generation, "assignments": assignments,
+                         "heartbeat_interval": st.settings.heartbeat_interval})

@@ -5,14 +5,18 @@ import logging
 import time
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from orchestrator import __version__, errors, metrics
+from orchestrator import __version__, errors, metrics, policy
 from orchestrator.api import agent, cluster, services
-from orchestrator.api.deps import State
+from orchestrator.api import logs as logs_api
+from orchestrator.api import security, tokens
+from orchestrator.limits import BodyLimit
+from orchestrator.api.deps import State, role
+from orchestrator.auth import Principal
 from orchestrator.auth import bootstrap
 from orchestrator.config import Settings
 from orchestrator.db import Database, migrate
@@ -23,6 +27,7 @@ log = logging.getLogger("dockyard.server")
 
 
 def create_app(settings: Settings) -> FastAPI:
+    policy.parse(settings.allow)  # a bad --allow list stops the server before it serves
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -49,6 +54,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(services.router)
     app.include_router(cluster.router)
     app.include_router(agent.router)
+    app.include_router(logs_api.router)
+    app.include_router(tokens.router)
+    security.install(app)  # x-required-role on every operation of /openapi.json
+    app.add_middleware(BodyLimit)  # bodies over 1 MiB -> 413
 
     @app.middleware("http")
     async def count(request: Request, call_next):  # type: ignore[no-untyped-def]
@@ -68,10 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse(body, 200 if all(checks.values()) else 503)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)
-    def metrics_endpoint(request: Request) -> PlainTextResponse:
-        from orchestrator.api.deps import principal
-
-        principal(request, request.headers.get("authorization"))
+    def metrics_endpoint(_: Principal = Depends(role("viewer"))) -> PlainTextResponse:
         return PlainTextResponse(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -161,6 +161,10 @@ async def list_events(request: Request, service: str | None = None, node: str | 
     if not watch:
         return await run_in_threadpool(_query_events, st, service, node, since, limit, False)
 
+    last_id = request.headers.get("last-event-id", "").strip()
+    if since is None and last_id.isdigit():  # an EventSource reconnecting: resume after what it saw
+        since = int(last_id)
+
     async def stream():  # type: ignore[no-untyped-def]
         cursor = since
         if cursor is None:  # start from now: a watch without since shows only what happens next

@@ -37,6 +37,7 @@ def role(required: str) -> Callable[..., Principal]:
         p.require(required)
         return p
 
+    dep.required_role = required  # type: ignore[attr-defined]  # read by api/security.py for OpenAPI
     return dep
 
 
@@ -44,6 +45,9 @@ def node_principal(p: Principal = Depends(principal)) -> Principal:
     if p.kind != "node":
         raise Forbidden("this endpoint is for agents: use the node credential issued at join")
     return p
+
+
+node_principal.required_role = "node"  # type: ignore[attr-defined]
 
 
 def if_match(if_match: str | None = Header(default=None, alias="If-Match")) -> int | None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Response
+from fastapi import APIRouter, Body, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator import revisions, service_ops as ops
+from orchestrator import policy, revisions, service_ops as ops
 from orchestrator.api.deps import State, YamlRoute, if_match, role, state
 from orchestrator.auth import Principal
 from orchestrator.models import Instance, Revision, Service
@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 router = APIRouter(prefix="/v1/services", tags=["services"], route_class=YamlRoute)
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or invalid token"}, 403: {"description": "role too low"},
+    401: {"description": "missing or invalid token"}, 403: {"description": "role too low, or host privileges the server's policy refuses"},
     404: {"description": "no such service"}, 409: {"description": "stale version"},
     422: {"description": "invalid input; details name each bad field"},
 }
@@ -49,6 +49,19 @@ def _one(st: State, name: str) -> dict:
     return st.db.run(read)
 
 
+def change_cause(x_change_cause: str | None = Header(default=None, alias="X-Change-Cause",
+                                                     description="why: recorded on the new revision")) -> str | None:
+    if x_change_cause is None or not x_change_cause.strip():
+        return None
+    cause = x_change_cause.strip()
+    if len(cause) > 1024:
+        from orchestrator.errors import ValidationFailed
+
+        raise ValidationFailed("X-Change-Cause is longer than 1024 characters",
+                               [{"field": "X-Change-Cause", "problem": "at most 1024 characters"}])
+    return cause
+
+
 def _etag(response: Response, out: dict) -> dict:
     response.headers["ETag"] = f'"{out["version"]}"'
     return out
@@ -75,10 +88,14 @@ def get_service(name: str, response: Response, st: State = Depends(state), _: Pr
 
 @router.put("/{name}", response_model=ServiceOut, status_code=200, responses={**ERRORS, 201: {"description": "created", "model": ServiceOut}})
 def put_service(name: str, body: ServiceApply, response: Response, match: int | None = Depends(if_match),
-                st: State = Depends(state), p: Principal = Depends(role("operator"))):
+                cause: str | None = Depends(change_cause), st: State = Depends(state),
+                p: Principal = Depends(role("operator"))):
     now = time.time()
+    if cause and body.change_cause is None:  # the body's field wins over the header
+        body = body.model_copy(update={"change_cause": cause})
+    check = policy.checker(st.settings, p)
     created = st.db.run(lambda s: ops.apply(s, name, body, if_match=match, actor=p.label, now=now,
-                                            history_limit=st.settings.history_limit)[1])
+                                            history_limit=st.settings.history_limit, check=check)[1])
     st.loop.kick()
     response.status_code = 201 if created else 200
     return _etag(response, _one(st, name))
@@ -86,11 +103,14 @@ def put_service(name: str, body: ServiceApply, response: Response, match: int | 
 
 @router.patch("/{name}", response_model=ServiceOut, responses=ERRORS)
 def patch_service(name: str, response: Response, body: dict[str, Any] = Body(..., examples=[{"replicas": 5}]),
-                  match: int | None = Depends(if_match), st: State = Depends(state),
-                  p: Principal = Depends(role("operator"))):
+                  match: int | None = Depends(if_match), cause: str | None = Depends(change_cause),
+                  st: State = Depends(state), p: Principal = Depends(role("operator"))):
     now = time.time()
+    if cause and isinstance(body, dict) and "change_cause" not in body:
+        body = {**body, "change_cause": cause}
+    check = policy.checker(st.settings, p)
     st.db.run(lambda s: ops.patch(s, name, body, if_match=match, actor=p.label, now=now,
-                                  history_limit=st.settings.history_limit))
+                                  history_limit=st.settings.history_limit, check=check))
     st.loop.kick()
     return _etag(response, _one(st, name))
 
@@ -154,16 +174,41 @@ def diff_revisions(name: str, a: int, b: int, st: State = Depends(state), _: Pri
     return st.db.run(read)
 
 
+def _rollout(st: State, name: str) -> dict:
+    def read(s):  # type: ignore[no-untyped-def]
+        svc = ops.load(s, name)
+        return ops.rollout_dict(svc, ops.live_instances(s, [name])[name], time.time())
+
+    return st.db.run(read)
+
+
 @router.get("/{name}/rollout", responses=ERRORS)
 def rollout_status(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
-    out = _one(st, name)
-    return {"service": name, "revision": out["revision"], "phase": out["rollout"]["phase"],
-            "reason": out["rollout"]["reason"], **{k: out["status"][k] for k in ("replicas", "updated", "ready", "running")}}
+    """Phase (progressing, complete, paused, rolled_back), why it stopped, old/new/ready counts."""
+    return _rollout(st, name)
+
+
+@router.post("/{name}/rollout/pause", responses=ERRORS)
+def pause_rollout(name: str, st: State = Depends(state), p: Principal = Depends(role("operator"))) -> dict:
+    """Roll no further (lost instances are still replaced). 409 unless a rollout is progressing."""
+    st.db.run(lambda s: ops.pause_rollout(s, name, actor=p.label, now=time.time()))
+    st.loop.kick()
+    return _rollout(st, name)
+
+
+@router.post("/{name}/rollout/resume", responses=ERRORS)
+def resume_rollout(name: str, st: State = Depends(state), p: Principal = Depends(role("operator"))) -> dict:
+    """Carry on a paused rollout; failed new instances are replaced and the deadline restarts."""
+    st.db.run(lambda s: ops.resume_rollout(s, name, actor=p.label, now=time.time()))
+    st.loop.kick()
+    return _rollout(st, name)
 
 
 @router.post("/{name}/rollback", response_model=ServiceOut, responses=ERRORS)
 def rollback(name: str, response: Response, body: RollbackIn | None = None, st: State = Depends(state),
              p: Principal = Depends(role("operator"))):
-    st.db.run(lambda s: ops.rollback(s, name, body.revision if body else None, actor=p.label, now=time.time()))
+    check = policy.checker(st.settings, p)
+    st.db.run(lambda s: ops.rollback(s, name, body.revision if body else None, actor=p.label, now=time.time(),
+                                     check=check))
     st.loop.kick()
     return _etag(response, _one(st, name))

@@ -38,6 +38,35 @@ TtlOpt = typer.Option(5.0, "--node-ttl", envvar="DOCKYARD_NODE_TTL", help="secon
 HbOpt = typer.Option(1.0, "--heartbeat-interval", envvar="DOCKYARD_HEARTBEAT_INTERVAL", help="seconds between agent heartbeats")
 HistOpt = typer.Option(10, "--history-limit", envvar="DOCKYARD_HISTORY_LIMIT", help="revisions kept per service")
 LogOpt = typer.Option("info", "--log-level", envvar="DOCKYARD_LOG_LEVEL")
+TlsCertOpt = typer.Option(None, "--tls-cert", envvar="DOCKYARD_TLS_CERT", help="serve HTTPS with this PEM certificate (chain)")
+TlsKeyOpt = typer.Option(None, "--tls-key", envvar="DOCKYARD_TLS_KEY", help="the PEM private key of --tls-cert")
+AllowOpt = typer.Option([], "--allow", envvar="DOCKYARD_ALLOW", help="host privileges specs may use (admins only), comma "
+                        "separated: privileged, host-network, host-pid, cap:NAME, bind:/host/path (docs/security.md)")
+CaOpt = typer.Option(None, "--ca-file", envvar="DOCKYARD_CA_FILE", help="PEM CA bundle to verify the server's TLS certificate")
+
+
+def _secure(settings: Settings, tls_cert: Optional[Path], tls_key: Optional[Path], allow: list[str]) -> Settings:
+    from orchestrator import policy
+
+    if bool(tls_cert) != bool(tls_key):
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert/--tls-key")
+    for f in (tls_cert, tls_key):
+        if f and not Path(f).is_file():
+            raise typer.BadParameter(f"{f} is not a readable file", param_hint="--tls-cert/--tls-key")
+    try:
+        policy.parse(allow)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--allow")
+    settings.tls_cert, settings.tls_key, settings.allow = tls_cert, tls_key, tuple(allow)
+    return settings
+
+
+def _ca(ca_file: Optional[Path]) -> object:
+    if ca_file is None:
+        return True
+    if not Path(ca_file).is_file():
+        raise typer.BadParameter(f"{ca_file} is not a readable file", param_hint="--ca-file")
+    return str(ca_file)
 
 
 def _settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
@@ -53,7 +82,8 @@ def _serve(settings: Settings, on_ready=None) -> None:  # type: ignore[no-untype
     from orchestrator.api.app import create_app
 
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_level="warning", access_log=False, timeout_graceful_shutdown=3)
+                            log_level="warning", access_log=False, timeout_graceful_shutdown=3,
+                            ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
     server = uvicorn.Server(config)
     if on_ready is not None:
         def watch() -> None:
@@ -72,14 +102,15 @@ def _serve(settings: Settings, on_ready=None) -> None:  # type: ignore[no-untype
 def server(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, database_url: Optional[str] = DbOpt,
            admin_token: Optional[str] = AdminOpt, join_token: Optional[str] = JoinOpt, loop_interval: float = IntervalOpt,
            node_ttl: float = TtlOpt, heartbeat_interval: float = HbOpt, history_limit: int = HistOpt,
-           log_level: str = LogOpt) -> None:
+           log_level: str = LogOpt, tls_cert: Optional[Path] = TlsCertOpt, tls_key: Optional[Path] = TlsKeyOpt,
+           allow: list[str] = AllowOpt) -> None:
     """Run the Dockyard server (API + reconcile loop).
 
-    Example: dockyard server --port 8080 --data-dir /var/lib/dockyard
+    Example: dockyard server --port 8080 --data-dir /var/lib/dockyard --tls-cert cert.pem --tls-key key.pem
     """
     _logging(log_level)
-    _serve(_settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
-                     heartbeat_interval, history_limit, log_level))
+    _serve(_secure(_settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
+                             heartbeat_interval, history_limit, log_level), tls_cert, tls_key, allow))
 
 
 def _parse_labels(labels: list[str]) -> dict[str, str]:
@@ -102,7 +133,7 @@ def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", en
           address: str = typer.Option("", "--address", envvar="DOCKYARD_ADDRESS", help="address other hosts reach this node at"),
           listen: str = typer.Option("127.0.0.1:0", "--listen", envvar="DOCKYARD_AGENT_LISTEN", help="host:port of the agent's small API (logs)"),
           concurrency: int = typer.Option(8, "--concurrency", envvar="DOCKYARD_AGENT_CONCURRENCY", help="containers started in parallel"),
-          log_level: str = LogOpt) -> None:
+          log_level: str = LogOpt, ca_file: Optional[Path] = CaOpt) -> None:
     """Run an agent that makes the local Docker engine run what the server assigns to this node.
 
     Example: dockyard agent --server http://10.0.0.1:8080 --join-token $(cat .dockyard/join.token) --label zone=a
@@ -120,7 +151,7 @@ def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", en
         raise typer.BadParameter(str(exc), param_hint="--memory")
     cfg = AgentConfig(server=server_url.rstrip("/"), join_token=join_token, node_name=node_name,
                       labels=_parse_labels(label), cpus=cpus, memory=mem, address=address, listen=listen,
-                      concurrency=concurrency)
+                      concurrency=concurrency, verify=_ca(ca_file))
     sys.exit(run_agent(cfg))
 
 
@@ -129,7 +160,8 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
        admin_token: Optional[str] = AdminOpt, join_token: Optional[str] = JoinOpt, loop_interval: float = IntervalOpt,
        node_ttl: float = TtlOpt, heartbeat_interval: float = HbOpt, history_limit: int = HistOpt,
        node_name: str = typer.Option(socket.gethostname().lower(), "--node-name", envvar="DOCKYARD_NODE_NAME"),
-       log_level: str = LogOpt) -> None:
+       log_level: str = LogOpt, tls_cert: Optional[Path] = TlsCertOpt, tls_key: Optional[Path] = TlsKeyOpt,
+       allow: list[str] = AllowOpt, ca_file: Optional[Path] = CaOpt) -> None:
     """Run a one-machine cluster: the server plus one local agent.
 
     Example: dockyard up --port 8080
@@ -137,13 +169,16 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
     from agent.main import AgentConfig, run_agent
 
     _logging(log_level)
-    settings = _settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
-                         heartbeat_interval, history_limit, log_level)
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    settings = _secure(_settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
+                                 heartbeat_interval, history_limit, log_level), tls_cert, tls_key, allow)
+    scheme = "https" if tls_cert else "http"
+    url = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    # the local agent trusts --ca-file, else the server's own (self-signed) certificate
+    verify = _ca(ca_file) if ca_file else (str(tls_cert) if tls_cert else True)
 
     def start_agent() -> None:
         token = join_token or (settings.data_dir / "join.token").read_text().strip()
-        cfg = AgentConfig(server=url, join_token=token, node_name=node_name)
+        cfg = AgentConfig(server=url, join_token=token, node_name=node_name, verify=verify)
         threading.Thread(target=run_agent, args=(cfg,), daemon=True, name="agent").start()
         admin_file = (settings.data_dir / "admin.token").resolve()
         from orchestrator.cli.config import save_context

@@ -5,10 +5,19 @@ level-triggered: run it again on the same input and it asks for nothing new. Rol
 updates follow the Deployment rules users know from Kubernetes: never more than
 replicas + max_surge instances, never fewer than replicas - max_unavailable ready ones
 (once the service was ready), old instances stop only as new ones become ready.
+
+Phases: `complete` (every instance runs the current revision), `progressing` (a rolling
+update or rollback is under way and watched for failure), `paused` (nothing is rolled
+further; missing instances are still replaced, with the revision most old ones run),
+`rolled_back` (a failed rollout was reverted; the revert itself is not watched, so a
+bad previous revision cannot make it flip back and forth).
+A rollout fails when a new-revision instance fails (see `is_failed`) or when no new
+instance became ready for `progress_deadline` seconds.
 """
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 # a new-revision instance that crashed this often counts as a failed rollout
@@ -76,7 +85,8 @@ def is_ready(i: InstanceView, now: float, min_ready_seconds: float = 0.0) -> boo
 
 
 def is_failed(i: InstanceView) -> bool:
-    return i.state == "failed" or i.restart_count >= FAILED_RESTARTS or (i.state == "exited" and i.healthy is False)
+    """Crashed for good, crash-looping, or unhealthy past its health check's retries."""
+    return i.state == "failed" or i.restart_count >= FAILED_RESTARTS or i.healthy is False
 
 
 def _free_slots(taken: set[int], count: int) -> list[int]:
@@ -96,7 +106,7 @@ def plan(svc: ServiceView, live: list[InstanceView], now: float) -> Plan:
     old = [i for i in live if i.revision != svc.revision]
 
     if svc.phase == "paused":
-        return out
+        return _hold(svc, new, old, now, out)
 
     # too many of the wanted revision (scale down): stop not-ready ones first, then the highest slots
     if len(new) > svc.replicas:
@@ -124,11 +134,16 @@ def plan(svc: ServiceView, live: list[InstanceView], now: float) -> Plan:
     n_create = max(0, min(room, svc.replicas - len(new)))
     out.create += [(s, svc.revision) for s in _free_slots({i.slot for i in new}, n_create)]
 
-    # old instances that are not ready cost no availability; ready ones go only within budget
-    can_remove = sum(map(ready, new)) + sum(map(ready, old)) - (svc.replicas - unavailable)
-    excess_old = len(new) + len(old) - svc.replicas  # never stop old ones we still need
-    for i in sorted(old, key=lambda i: (ready(i), -i.slot)):
-        if not ready(i):
+    # Old instances that serve nobody (crashed, starting, unhealthy) cost no availability;
+    # serving ones go only within budget. min_ready_seconds is the trust a *new* revision
+    # must earn: an old instance that serves counts even if it became ready a moment ago.
+    up = lambda i: is_ready(i, now)  # noqa: E731
+    can_remove = sum(map(ready, new)) + sum(map(up, old)) - (svc.replicas - unavailable)
+    # surge first: while new instances can still be created, stop only old ones beyond the
+    # replica count; with no room left (max_surge reached, or 0), old ones make the room
+    excess_old = len(new) + len(old) - svc.replicas if n_create else len(old)
+    for i in sorted(old, key=lambda i: (up(i), -i.slot)):
+        if not up(i):
             out.stop.append(i.id)
         elif can_remove > 0 and excess_old > 0:
             out.stop.append(i.id)
@@ -139,12 +154,39 @@ def plan(svc: ServiceView, live: list[InstanceView], now: float) -> Plan:
     return out
 
 
+def _hold(svc: ServiceView, new: list[InstanceView], old: list[InstanceView], now: float, out: Plan) -> Plan:
+    """A paused rollout: roll nothing further, but keep the service at its replica count."""
+    live = new + old
+    if len(live) < svc.replicas:
+        # fill in with what most old instances run (the status quo); with none left, the new revision
+        revs = Counter(i.revision for i in old)
+        rev = max(revs, key=lambda r: (revs[r], r)) if revs else svc.revision
+        out.create += [(s, rev) for s in _free_slots({i.slot for i in live}, svc.replicas - len(live))]
+    elif len(live) > svc.replicas + budgets(svc)[0]:  # scaled down while paused
+        ready = lambda i: is_ready(i, now, svc.min_ready_seconds)  # noqa: E731
+        victims = sorted(live, key=lambda i: (ready(i), i.revision == svc.revision, -i.slot))
+        out.stop += [i.id for i in victims[: len(live) - svc.replicas - budgets(svc)[0]]]
+    return out
+
+
+def last_progress(svc: ServiceView, new: list[InstanceView]) -> float:
+    """When the rollout last moved: its start, or the latest time a new instance became ready."""
+    times = [i.ready_since for i in new if i.ready_since is not None and i.state in RUNNING_STATES]
+    return max([svc.rollout_started_at, *times])
+
+
 def _failure(svc: ServiceView, new: list[InstanceView], now: float) -> str | None:
     failing = [i for i in new if is_failed(i)]
     if failing:
-        i = failing[0]
-        why = i.last_error or ("health check failing" if i.healthy is False else f"{i.restart_count} restarts")
+        i = min(failing, key=lambda i: i.slot)
+        if i.healthy is False:
+            why = i.last_error or "health check failing"
+        elif i.state == "failed":
+            why = i.last_error or "failed"
+        else:
+            why = f"restarted {i.restart_count} times" + (f": {i.last_error}" if i.last_error else "")
         return f"{len(failing)} new instance(s) of revision {svc.revision} failed (e.g. slot {i.slot}: {why})"
-    if svc.rollout_started_at and now - svc.rollout_started_at > svc.progress_deadline:
-        return f"revision {svc.revision} did not become ready within the {svc.progress_deadline:g}s progress deadline"
+    if svc.rollout_started_at and now - last_progress(svc, new) > svc.progress_deadline:
+        return (f"revision {svc.revision} made no progress (no new instance became ready) "
+                f"for the {svc.progress_deadline:g}s progress deadline")
     return None

@@ -1,0 +1,380 @@
+"""Dockyard vs Docker Swarm vs the raw floor, on the same engine, timed by the same poller.
+
+Run:  .venv/bin/python bench/converge.py                 # sizes 10,50,100, one repeat, ~3 minutes
+      .venv/bin/python bench/converge.py --repeat 3      # median of 3
+      .venv/bin/python bench/converge.py --skip-swarm    # no `docker swarm init`
+
+What is timed (every figure: from the API call until a poller that lists running containers
+by label every 50 ms through the docker SDK sees the condition):
+  converge N      create a service of N replicas -> N running
+  scale 100 -> 0  scale the 100-replica service to 0 -> 0 running
+  self-heal       `docker kill` one container of the 10-replica service -> 10 running again
+  rolling update  change the env of a 20-replica service (Swarm --update-parallelism 10,
+                  Dockyard max_surge 10, max_unavailable 0) -> 20 running, none of them old
+  node loss       Dockyard only: SIGKILL one of 3 agents of a 30-replica service -> 30
+                  running on the 2 surviving nodes (default node TTL and loop interval)
+The raw floor does the same container operations straight through the docker SDK with an
+8-thread pool (the agent's default concurrency): create+start, stop+remove.
+
+Swarm: `docker swarm init --advertise-addr 127.0.0.1` for the run and `docker swarm leave
+--force` afterwards (always, in a finally); services use the local image with
+--no-resolve-image. The engine must not already be part of a swarm (the bench refuses).
+Nothing here asserts: it prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Poller, loadavg, median, print_machine, rss_mb  # noqa: E402
+
+import docker  # noqa: E402
+from docker.types import LogConfig  # noqa: E402
+
+from tests.harness import IMAGE, Cluster, wait_for  # noqa: E402
+
+COMMAND = ["sleep", "3600"]
+STOP_GRACE = 1
+POOL = 8
+ROLL = 20
+
+
+def gone(api, label: str, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+    """Wait until no container (running or not) carries the label."""
+    wait_for(lambda: not api.containers(all=True, filters={"label": label}), timeout, 0.2,
+             what=f"containers with {label} removed")
+
+
+# ---- the systems under test ------------------------------------------------------------------
+
+class Raw:
+    """The floor: the same containers through the docker SDK, 8 threads, no orchestration."""
+
+    name = "floor"
+
+    def __init__(self, api):  # type: ignore[no-untyped-def]
+        self.api = api
+        self.pool = ThreadPoolExecutor(POOL)
+        self.seq = 0
+
+    def label(self, svc: str) -> str:
+        return f"bench.raw={svc}"
+
+    def _run(self, svc: str, env: dict[str, str]) -> str:
+        self.seq += 1
+        hc = self.api.create_host_config(
+            init=True, log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}))
+        c = self.api.create_container(IMAGE, command=COMMAND, labels={"bench.raw": svc}, host_config=hc,
+                                      environment=env, stop_timeout=STOP_GRACE,
+                                      name=f"{svc}-{self.seq}-{secrets.token_hex(3)}")
+        self.api.start(c["Id"])
+        return c["Id"]
+
+    def _rm(self, cid: str) -> None:
+        self.api.stop(cid, timeout=STOP_GRACE)
+        self.api.remove_container(cid, force=True)
+
+    def _ids(self, svc: str) -> list[str]:
+        return [c["Id"] for c in self.api.containers(all=True, filters={"label": self.label(svc)})]
+
+    def create(self, svc: str, n: int, env: dict[str, str] | None = None, roll: bool = False) -> None:
+        list(self.pool.map(lambda _: self._run(svc, env or {}), range(n)))
+
+    def scale_to_zero(self, svc: str) -> None:
+        list(self.pool.map(self._rm, self._ids(svc)))
+
+    def update(self, svc: str, n: int) -> None:
+        old = self._ids(svc)
+        futs = [self.pool.submit(self._run, svc, {"BENCH_REV": "2"}) for _ in range(n)]
+        futs += [self.pool.submit(self._rm, cid) for cid in old]
+        for f in futs:
+            f.result()
+
+    def delete(self, svc: str) -> None:
+        for cid in self._ids(svc):
+            self.api.remove_container(cid, force=True)
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+class Dockyard:
+    """A real `dockyard server` and one real `dockyard agent` (tests/harness.py)."""
+
+    name = "dockyard"
+
+    def __init__(self, tmp: Path):
+        self.c = Cluster(tmp)
+        self.c.start_server()
+        self.node = self.c.start_agent("a")
+        self.extra = 0
+
+    def label(self, svc: str) -> str:
+        return f"dockyard.service={svc}"
+
+    def _put(self, svc: str, n: int, **spec) -> None:  # type: ignore[no-untyped-def]
+        r = self.c.put(svc, replicas=n, stop_timeout=STOP_GRACE, **spec)
+        r.raise_for_status()
+
+    def create(self, svc: str, n: int, roll: bool = False) -> None:
+        if roll:
+            self._put(svc, n, update={"max_surge": 10, "max_unavailable": 0})
+        else:
+            self._put(svc, n)
+
+    def scale_to_zero(self, svc: str) -> None:
+        self.c.api.post(f"/v1/services/{svc}/scale", json={"replicas": 0}).raise_for_status()
+
+    def update(self, svc: str, n: int) -> None:
+        self._put(svc, n, env={"BENCH_REV": "2"}, update={"max_surge": 10, "max_unavailable": 0})
+
+    def delete(self, svc: str) -> None:
+        self.c.api.delete(f"/v1/services/{svc}")
+
+    def rss(self) -> tuple[float, float]:
+        return rss_mb(self.c.server.p.pid), rss_mb(self.c.agents[self.node].p.pid)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.c.close()
+
+
+class Swarm:
+    """Docker Swarm mode on the same engine (single node, local image)."""
+
+    name = "swarm"
+
+    def __init__(self, api, restart_delay: str | None):  # type: ignore[no-untyped-def]
+        self.api = api
+        self.restart_delay = restart_delay
+
+    def label(self, svc: str) -> str:
+        return f"com.docker.swarm.service.name={svc}"
+
+    @staticmethod
+    def docker(*args: str) -> None:
+        r = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"docker {' '.join(args)} failed: {r.stderr.strip()}")
+
+    def create(self, svc: str, n: int, roll: bool = False) -> None:
+        extra = ["--restart-delay", self.restart_delay] if self.restart_delay is not None else []
+        self.docker("service", "create", "--detach", "--quiet", "--no-resolve-image", "--name", svc,
+                    "--replicas", str(n), "--init", "--stop-grace-period", f"{STOP_GRACE}s",
+                    "--update-parallelism", "10", "--update-delay", "0s", *extra, IMAGE, *COMMAND)
+
+    def scale_to_zero(self, svc: str) -> None:
+        self.docker("service", "scale", "--detach", f"{svc}=0")
+
+    def update(self, svc: str, n: int) -> None:
+        self.docker("service", "update", "--detach", "--quiet", "--no-resolve-image", "--env-add", "BENCH_REV=2", svc)
+
+    def delete(self, svc: str) -> None:
+        self.docker("service", "rm", svc)
+
+    def close(self) -> None:
+        pass
+
+
+# ---- scenarios -------------------------------------------------------------------------------
+
+def self_heal(api, poller: Poller, n: int) -> float | None:  # type: ignore[no-untyped-def]
+    """`docker kill` one container; seconds until n run again.
+
+    Docker's container list can show a killed container as running for a moment after the
+    kill returns, so the count only counts once a sample has shown the victim gone. If a
+    replacement was quicker than that (never seen gone), the engine's own start time of
+    the restarted container is used instead.
+    """
+    victim = sorted(poller.running())[0]
+    wall, t0 = time.time(), time.monotonic()
+    api.kill(victim)
+    after = time.monotonic()
+    drop = poller.until(lambda ids: victim not in ids or len(ids) < n, after, 3)
+    if drop is not None:
+        took = poller.until(lambda ids: len(ids) >= n, after + drop, 60)
+        return None if took is None else after + drop + took - t0
+    started = api.inspect_container(victim)["State"]["StartedAt"]
+    if api.inspect_container(victim)["State"]["Running"]:
+        from datetime import datetime
+        ts = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00").timestamp()
+        if ts > wall:
+            return ts - wall
+    return None
+
+
+def run_system(sys_, api, poller: Poller, sizes: list[int], tag: str, out: dict, timeout: float) -> None:  # type: ignore[no-untyped-def]
+    def rec(key: str, value: float | None) -> None:
+        out.setdefault((key, sys_.name), []).append(value)
+        shown = "timeout" if value is None else f"{value:.2f}s"
+        print(f"  {sys_.name:9} {key:22} {shown}   (load {loadavg()})", flush=True)
+
+    for n in sizes:
+        svc = f"{tag}-{sys_.name[:2]}-{n}"
+        label = sys_.label(svc)
+        poller.watch(label)
+        t0 = time.monotonic()
+        sys_.create(svc, n)
+        rec(f"converge {n}", poller.until(lambda ids: len(ids) >= n, t0, timeout))
+        if n == min(sizes) and sys_.name != "floor":
+            wait_for(lambda: len(poller.running()) >= n, 60, 0.05, what="all running before the kill")
+            time.sleep(1.0)  # settled: reported and seen as running by the orchestrator
+            rec("self-heal (docker kill)", self_heal(api, poller, n))
+        if n == max(sizes):
+            time.sleep(0.5)
+            t0 = time.monotonic()
+            sys_.scale_to_zero(svc)
+            rec(f"scale {n} -> 0", poller.until(lambda ids: not ids, t0, timeout))
+        sys_.delete(svc)
+        gone(api, label)
+
+    svc = f"{tag}-{sys_.name[:2]}-roll"
+    label = sys_.label(svc)
+    poller.watch(label)
+    sys_.create(svc, ROLL, roll=True)
+    wait_for(lambda: len(poller.running()) >= ROLL, timeout, 0.05, what="rolling-update service up")
+    time.sleep(1.0)
+    old = poller.running()
+    t0 = time.monotonic()
+    sys_.update(svc, ROLL)
+    rec(f"rolling update {ROLL}", poller.until(lambda ids: len(ids - old) >= ROLL and not ids & old, t0, timeout))
+    sys_.delete(svc)
+    gone(api, label)
+
+
+def node_loss(d: Dockyard, api, poller: Poller, tag: str, rep: int, out: dict) -> None:  # type: ignore[no-untyped-def]
+    n = 30
+    extra = [d.c.start_agent(f"b{rep}"), d.c.start_agent(f"c{rep}")]
+    svc = f"{tag}-dy-loss"
+    label = d.label(svc)
+    poller.watch(label)
+    d.create(svc, n)
+    wait_for(lambda: len(poller.running()) >= n, 120, 0.05, what="node-loss service up")
+    wait_for(lambda: d.c.service(svc)["status"]["ready"] == n, 30, 0.1, what="ready")
+    time.sleep(1.0)
+    victim = extra[1]
+    dead = frozenset(c["Id"] for c in api.containers(filters={"label": f"dockyard.node={victim}"}))
+    t0 = time.monotonic()
+    d.c.kill_agent(f"c{rep}")
+    took = poller.until(lambda ids: len(ids - dead) >= n, t0, 60)
+    out.setdefault(("node loss (1 of 3 agents)", "dockyard"), []).append(took)
+    shown = "timeout" if took is None else f"{took:.2f}s"
+    print(f"  dockyard  node loss ({len(dead)} of {n} replicas) {shown}   (load {loadavg()})", flush=True)
+    d.delete(svc)
+    wait_for(lambda: not api.containers(all=True, filters={"label": label}) or
+             {c["Id"] for c in api.containers(all=True, filters={"label": label})} <= dead, 60, 0.2,
+             what="node-loss containers removed")
+    d.c.kill_agent(f"b{rep}", signal.SIGTERM)
+    for cid in dead:
+        try:
+            api.remove_container(cid, force=True)
+        except docker.errors.APIError:
+            pass
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+TARGETS = {"converge 100": "dockyard <= 1.15 x floor", "self-heal (docker kill)": "<= 1 s",
+           "node loss (1 of 3 agents)": "<= 10 s"}
+
+
+def fmt(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}s"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}×"
+
+
+def table(out: dict, keys: list[str], repeat: int) -> str:
+    lines = [f"| scenario (median of {repeat}) | raw floor | Dockyard | Swarm | Dockyard ÷ floor | Dockyard ÷ Swarm | target |",
+             "|---|---|---|---|---|---|---|"]
+    for k in keys:
+        f, d, s = (median(out.get((k, name), [])) for name in ("floor", "dockyard", "swarm"))
+        lines.append(f"| {k} | {fmt(f)} | {fmt(d)} | {fmt(s)} | {ratio(d, f)} | {ratio(d, s)} | {TARGETS.get(k, '')} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="10,50,100", help="replica counts to converge (default 10,50,100)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of every scenario; the table shows medians")
+    ap.add_argument("--skip-swarm", action="store_true", help="do not init a swarm; Dockyard and the floor only")
+    ap.add_argument("--skip-floor", action="store_true", help="do not time the raw floor")
+    ap.add_argument("--skip-node-loss", action="store_true")
+    ap.add_argument("--only", choices=["floor", "dockyard", "swarm"], action="append",
+                    help="time only these systems (repeatable)")
+    ap.add_argument("--swarm-restart-delay", default=None, help="Swarm --restart-delay (default: Swarm's, 5s)")
+    ap.add_argument("--timeout", type=float, default=240.0, help="seconds before a scenario counts as timed out")
+    args = ap.parse_args()
+    sizes = sorted(int(x) for x in args.sizes.split(","))
+    systems = set(args.only or ["floor", "dockyard", "swarm"])
+    if args.skip_swarm:
+        systems.discard("swarm")
+    if args.skip_floor:
+        systems.discard("floor")
+
+    client = docker.from_env(timeout=120)
+    api = client.api
+    api.inspect_image(IMAGE)  # no pulls anywhere: build it with scripts/build-test-image.sh
+    print_machine("converge: Dockyard vs Docker Swarm vs raw docker SDK")
+    tag = "bench" + secrets.token_hex(2)
+    tmp = Path(tempfile.mkdtemp(prefix="dockyard-bench-"))
+    print(f"# sizes {sizes}, repeat {args.repeat}, logs in {tmp}", flush=True)
+
+    out: dict = {}
+    poller = Poller(api).start()
+    swarm_inited = False
+    raw = Raw(api)
+    dy: Dockyard | None = None
+    try:
+        if "swarm" in systems:
+            state = api.info().get("Swarm", {}).get("LocalNodeState")
+            if state not in ("inactive", "", None):
+                print(f"# the engine is already in a swarm ({state}): not touching it; Swarm skipped", flush=True)
+                systems.discard("swarm")
+            else:
+                subprocess.run(["docker", "swarm", "init", "--advertise-addr", "127.0.0.1"],
+                               check=True, capture_output=True, timeout=60)
+                swarm_inited = True
+        if "dockyard" in systems:
+            dy = Dockyard(tmp)
+        swarm = Swarm(api, args.swarm_restart_delay)
+        for rep in range(args.repeat):
+            print(f"# run {rep + 1}/{args.repeat}", flush=True)
+            for s in (raw, dy, swarm):
+                if s is not None and s.name in systems:
+                    run_system(s, api, poller, sizes, f"{tag}r{rep}", out, args.timeout)
+            if dy is not None and not args.skip_node_loss:
+                node_loss(dy, api, poller, f"{tag}r{rep}", rep, out)
+        if dy is not None:
+            print(f"# dockyard RSS after the run: server {dy.rss()[0]:.0f} MiB, agent {dy.rss()[1]:.0f} MiB")
+    finally:
+        poller.stop()
+        raw.close()
+        if dy is not None:
+            dy.close()
+        for c in api.containers(all=True, filters={"label": "bench.raw"}):
+            if c["Labels"].get("bench.raw", "").startswith(tag):
+                api.remove_container(c["Id"], force=True)
+        if swarm_inited:
+            subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, timeout=120)
+
+    keys = [f"converge {n}" for n in sizes] + [f"scale {max(sizes)} -> 0", "self-heal (docker kill)",
+                                                f"rolling update {ROLL}", "node loss (1 of 3 agents)"]
+    print()
+    print(table(out, keys, args.repeat))
+    print(f"\n# load average at the end: {loadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,298 @@
+"""The `dockyard` command line against a live server, live agents and the real Docker engine."""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from orchestrator.cli.main import app
+from tests.harness import ADMIN, DOCKYARD, IMAGE, ROOT, wait_for
+
+pytestmark = pytest.mark.integration
+DATA = ROOT / "tests" / "data"
+
+SERVICE = f"""\
+name: web
+image: {IMAGE}
+command: ["sleep", "3600"]
+init: true
+stop_timeout: 1
+replicas: 2
+env:
+  GREETING: hi
+resources:
+  memory: 32Mi
+"""
+
+
+class Cli:
+    """Runs `dockyard ...` in-process against one test cluster (flags and config come from env)."""
+
+    def __init__(self, cluster, tmp: Path):  # type: ignore[no-untyped-def]
+        self.cluster, self.tmp = cluster, tmp
+        self.env = {"DOCKYARD_URL": cluster.url, "DOCKYARD_TOKEN": ADMIN, "DOCKYARD_CONFIG": str(tmp / "cli.json")}
+
+    def __call__(self, *args: str, code: int = 0, input: str | None = None):  # type: ignore[no-untyped-def]
+        r = CliRunner().invoke(app, list(args), env=self.env, input=input)
+        assert r.exit_code == code, f"dockyard {' '.join(args)} -> {r.exit_code}\n{r.output}"
+        assert "Traceback" not in r.output
+        return r
+
+    def json(self, *args: str):  # type: ignore[no-untyped-def]
+        return json.loads(self(*args, "-o", "json").stdout)
+
+    def file(self, name: str, text: str) -> str:
+        p = self.tmp / name
+        p.write_text(text)
+        return str(p)
+
+
+@pytest.fixture
+def cli(cluster, tmp_path) -> Cli:  # type: ignore[no-untyped-def]
+    return Cli(cluster, tmp_path)
+
+
+def test_apply_dry_run_get_scale_rollout_delete(cluster, cli):
+    node = cluster.start_agent("a")
+    f = cli.file("web.yaml", SERVICE)
+
+    plan = cli("apply", "-f", f, "--dry-run").stdout
+    assert "+ service 'web' (create)" in plan and f'+ image:' in plan and "Plan: 1 to create." in plan
+    assert cluster.api.get("/v1/services/web").status_code == 404  # a dry run changes nothing
+
+    assert cli("apply", "-f", f).stdout.strip() == "service/web created"
+    assert cli("apply", "-f", f).stdout.strip() == "service/web unchanged"
+    assert "service/web successfully rolled out: revision 1, 2/2 ready" in cli("rollout", "status", "web").stdout
+
+    # every output format of every list
+    table = cli("get", "services").stdout.splitlines()
+    assert table[0].split() == ["NAME", "STACK", "READY", "UP-TO-DATE", "REVISION", "ROLLOUT", "AGE"]
+    assert table[1].split()[:6] == ["web", "-", "2/2", "2", "1", "complete"]
+    assert IMAGE in cli("get", "services", "-o", "wide").stdout
+    assert [s["name"] for s in cli.json("get", "services")] == ["web"]
+    one = yaml.safe_load(cli("get", "services", "web", "-o", "yaml").stdout)
+    assert one["spec"]["env"] == {"GREETING": "hi"} and one["replicas"] == 2
+    insts = cli.json("get", "instances", "-s", "web")
+    assert len(insts) == 2 and {i["node"] for i in insts} == {node}
+    assert cli.json("get", "instances", insts[0]["id"])["id"] == insts[0]["id"]
+    assert insts[0]["id"] in cli("get", "instances", "web").stdout
+    assert "CONTAINER" in cli("get", "instances", "-o", "wide").stdout
+    assert yaml.safe_load(cli("get", "nodes", "-o", "yaml").stdout)[0]["name"] == node
+    assert node in cli("get", "nodes").stdout and "LABELS" in cli("get", "nodes", "-o", "wide").stdout
+    assert "service_created" in cli("get", "events", "web").stdout
+    assert any(e["kind"] == "service_created" for e in cli.json("get", "events"))
+    described = cli("describe", "service", "web").stdout
+    for part in ("Name:     web", "Rollout:  complete", "GREETING: hi", insts[0]["id"], "service_created"):
+        assert part in described
+    assert cli.json("describe", "service", "web")["service"]["name"] == "web"
+    assert node in cli("describe", "node", node).stdout
+
+    # a spec change: the plan shows the field diff, apply starts a rollout, history and undo follow it
+    f2 = cli.file("web2.yaml", SERVICE.replace("GREETING: hi", "GREETING: hello").replace("replicas: 2", "replicas: 3"))
+    plan = cli("apply", "-f", f2, "--dry-run").stdout
+    assert "~ service 'web' (update: new revision, rolling update)" in plan
+    assert '~ env.GREETING: "hi" => "hello"' in plan and "~ replicas:     2 => 3" in plan
+    assert cluster.service("web")["revision"] == 1
+    assert "revision 2, rolling update started" in cli("apply", "-f", f2).stdout
+    cli("rollout", "status", "web", "--timeout", "60")
+    cluster.wait_running("web", 3)
+    history = cli.json("rollout", "history", "web")
+    assert [(r["number"], r["current"]) for r in history] == [(2, True), (1, False)]
+    assert "GREETING: hello" in cli("rollout", "history", "web", "--revision", "2").stdout
+    assert '~ env.GREETING: "hi" => "hello"' in cli("rollout", "diff", "web", "1", "2").stdout
+    assert "rolled back from revision 2 to revision 1" in cli("rollout", "undo", "web").stdout
+    cli("rollout", "status", "web", "--timeout", "60")
+    assert cluster.service("web")["spec"]["env"] == {"GREETING": "hi"}
+
+    assert cli("scale", "web", "1").stdout.strip() == "service/web scaled to 1"
+    cluster.wait_running("web", 1)
+    cli("delete", "service", "web", "--wait", "--timeout", "60")
+    assert not cluster.containers("web", running_only=False)
+    r = cli("get", "services", "web", code=1)
+    assert "error: service 'web' not found" in r.output
+    assert "not found" in cli("scale", "web", "2", code=1).output
+
+
+@pytest.mark.parametrize("action, phase_text", [("rollback", "was rolled back"), ("pause", "is paused")])
+def test_rollout_status_fails_for_a_failing_rollout(cluster, cli, action, phase_text):
+    cluster.start_agent("a")
+    good = SERVICE + f"update:\n  failure_action: {action}\n"
+    cli("apply", "-f", cli.file("good.yaml", good))
+    cli("rollout", "status", "web", "--timeout", "60")
+    bad = good.replace(f"image: {IMAGE}", "image: dockyard-no-such-image:1\npull: never")
+    cli("apply", "-f", cli.file("bad.yaml", bad))
+    r = cli("rollout", "status", "web", "--timeout", "60", code=1)
+    assert f"error: rollout of web {phase_text}" in r.output and "dockyard-no-such-image:1" in r.output
+    assert "Traceback" not in r.output
+    assert cli("rollout", "status", "web", "--no-watch", code=1)
+
+
+def test_rollout_pause_and_resume(cluster, cli):
+    cluster.start_agent("a")
+    slow = SERVICE + "update:\n  max_surge: 1\n  max_unavailable: 0\n  min_ready_seconds: 3\n"
+    cli("apply", "-f", cli.file("v1.yaml", slow))
+    cli("rollout", "status", "web", "--timeout", "60")
+    assert "no rollout in progress" in cli("rollout", "pause", "web", code=1).output
+    cli("apply", "-f", cli.file("v2.yaml", slow.replace("GREETING: hi", "GREETING: v2")))
+    assert cli("rollout", "pause", "web").stdout.strip() == "service/web rollout paused"
+    r = cli("rollout", "status", "web", code=1)
+    assert "error: rollout of web is paused (revision 2)" in r.output and "rollout resume web" in r.output
+    assert cluster.service("web")["rollout"]["phase"] == "paused"
+    assert cli("rollout", "resume", "web").stdout.strip() == "service/web rollout resumed"
+    assert "successfully rolled out: revision 2, 2/2 ready" in cli("rollout", "status", "web", "--timeout", "60").stdout
+    assert "is not paused" in cli("rollout", "resume", "web", code=1).output
+
+
+def test_stacks(cluster, cli):
+    cluster.start_agent("a")
+    two = SERVICE + "---\n" + SERVICE.replace("name: web", "name: api").replace("replicas: 2", "replicas: 1")
+    f = cli.file("shop.yaml", two)
+    assert "several documents form a stack" in cli("apply", "-f", f, code=1).output
+    out = cli("apply", "-f", f, "--stack", "shop").stdout
+    assert "service/web created" in out and "service/api created" in out
+    cli("apply", "-f", cli.file("lone.yaml", SERVICE.replace("name: web", "name: lone")))
+    wait_for(lambda: cli.json("get", "stacks") == [{"name": "shop", "services": ["api", "web"], "replicas": 3,
+                                                    "ready": 3}], 60, 0.3, what="stack ready")
+    assert cli("get", "stacks").stdout.split()[:6] == ["NAME", "SERVICES", "READY", "shop", "2", "3/3"]
+    assert "api,web" in cli("get", "stacks", "-o", "wide").stdout
+    assert yaml.safe_load(cli("get", "stacks", "shop", "-o", "yaml").stdout)["services"] == ["api", "web"]
+    assert [s["name"] for s in cli.json("get", "services", "--stack", "shop")] == ["api", "web"]
+
+    # the file without api, with --prune: the plan says api goes, then it does
+    only_web = cli.file("web.yaml", SERVICE)
+    plan = cli("apply", "-f", only_web, "--stack", "shop", "--prune", "--dry-run").stdout
+    assert "= service 'web' (unchanged)" in plan and "- service 'api' (delete" in plan
+    assert "service/api deleted" in cli("apply", "-f", only_web, "--stack", "shop", "--prune").stdout
+
+    out = cli("delete", "stack", "shop", "--wait", "--timeout", "60").stdout
+    assert "service/web deleted" in out and "stack/shop deleted (1 service(s))" in out
+    assert not cluster.containers("web", running_only=False)
+    assert [s["name"] for s in cli.json("get", "services")] == ["lone"]
+    assert "stack 'shop' not found" in cli("delete", "stack", "shop", code=1).output
+
+
+def test_logs(cluster, cli):
+    cluster.start_agent("a")
+    body = SERVICE.replace('command: ["sleep", "3600"]',
+                           'command: ["sh", "-c", "for i in 1 2 3; do echo line-$i; done; sleep 3600"]')
+    cli("apply", "-f", cli.file("web.yaml", body))
+    cluster.wait_ready("web", 2)
+    wait_for(lambda: cli("logs", "web").stdout.count("line-3") == 2, 20, 0.3, what="both instances' logs")
+    out = cli("logs", "web", "--tail", "1").stdout.splitlines()
+    assert sorted(out) == ["web.1 | line-3", "web.2 | line-3"]
+    inst = cluster.instances("web")[0]["id"]
+    assert cli("logs", inst).stdout.splitlines() == ["line-1", "line-2", "line-3"]
+    assert "no service or instance named 'nope'" in cli("logs", "nope", code=1).output
+
+    # -f merges the followed streams of both instances until interrupted
+    proc = subprocess.Popen([DOCKYARD, "logs", "web", "-f", "--tail", "1"], env={**os.environ, **cli.env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = _reader(proc)
+    try:
+        got = sorted(lines.get(timeout=20).rstrip("\n") for _ in range(2))
+        assert got == ["web.1 | line-3", "web.2 | line-3"]
+        assert proc.poll() is None  # still following
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _reader(proc: subprocess.Popen) -> queue.Queue:
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    return lines
+
+
+def test_events_watch_streams_new_events(cluster, cli):
+    since = max([e["id"] for e in cluster.events(limit=1)] or [0])
+    proc = subprocess.Popen([DOCKYARD, "events", "-w", "--json", "--limit", "0", "--since", str(since)],
+                            env={**os.environ, **cli.env},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = _reader(proc)
+    try:
+        def created() -> bool:
+            cluster.put("watched", replicas=0)
+            while True:
+                e = json.loads(lines.get(timeout=15))
+                if e["kind"] == "service_created" and e["service"] == "watched":
+                    return True
+
+        assert created()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _compose_for_test_engine(cluster, src: Path, dst_dir: Path) -> Path:  # type: ignore[no-untyped-def]
+    """The webapp compose file made runnable here, in the test only: every image is the local test image,
+    commands sleep, health checks pass, host ports are left to Docker, the pinned node is a test node."""
+    data = yaml.safe_load(src.read_text())
+    cpus = float(os.cpu_count() or 1)
+    for svc in data["services"].values():
+        svc["image"] = IMAGE
+        svc["command"] = "sleep 3600"
+        svc.pop("entrypoint", None)
+        svc["init"] = True
+        if "healthcheck" in svc:
+            svc["healthcheck"] = {"test": ["CMD", "true"], "interval": "1s", "timeout": "1s", "retries": 3}
+        if "ports" in svc:
+            svc["ports"] = [str(p).split(":")[-1] for p in svc["ports"]]
+        limits = svc.get("deploy", {}).get("resources", {}).get("limits", {})
+        if "cpus" in limits:
+            limits["cpus"] = str(min(float(limits["cpus"]), cpus))
+        placement = svc.get("deploy", {}).get("placement", {})
+        placement["constraints"] = [c.replace("db-1", cluster.node("b")) for c in placement.get("constraints", [])]
+    shutil.copy(DATA / "compose-webapp.env", dst_dir / "compose-webapp.env")
+    out = dst_dir / "docker-compose.yml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+def test_compose_convert_and_up_converge_on_the_engine(cluster, cli, tmp_path):
+    converted = cli("compose", "convert", "-f", str(DATA / "compose-webapp.yml"))
+    docs = list(yaml.safe_load_all(converted.stdout))
+    assert [d["name"] for d in docs] == ["web", "worker", "db"] and {d["stack"] for d in docs} == {"webapp"}
+    assert "warning: top-level 'volumes' is not supported" in converted.output
+    # what convert prints, apply takes as it is (dry run: the images do not exist here)
+    plan = cli("apply", "-f", "-", "--dry-run", input=converted.stdout).stdout
+    assert "Plan: 3 to create." in plan
+    assert cluster.api.get("/v1/services").json() == []
+
+    # web wants at most 2 per node (3 replicas: two nodes); db is pinned to an ssd node by name
+    cluster.start_agent("a", "--cpus", "16", "--memory", "64Gi")
+    db_node = cluster.start_agent("b", "--cpus", "16", "--memory", "64Gi", "--label", "disk=ssd")
+    f = _compose_for_test_engine(cluster, DATA / "compose-webapp.yml", tmp_path)
+    up = cli("compose", "up", "-f", str(f))
+    assert "warning: web: 'depends_on' is not supported and was not applied" in up.output
+    assert "warning: db: 'secrets' is not supported" in up.output
+    for name in ("web", "worker", "db"):
+        assert f"service/{name} created" in up.stdout
+
+    def converged() -> bool:
+        svcs = cli.json("get", "services", "--stack", "webapp")
+        return len(svcs) == 3 and all(s["status"]["ready"] == s["replicas"] for s in svcs)
+
+    wait_for(converged, 90, 0.5, what="the webapp stack ready")
+    assert cli.json("get", "stacks", "webapp") == {"name": "webapp", "services": ["db", "web", "worker"],
+                                                   "replicas": 6, "ready": 6}
+    assert len(cluster.wait_running("web", 3)) == 3 and len(cluster.wait_running("worker", 2)) == 2
+    (db,) = cluster.wait_running("db", 1)
+    assert db.labels["dockyard.node"] == db_node
+    (web, *_) = cluster.containers("web")
+    env = web.attrs["Config"]["Env"]
+    assert "SECRET_KEY=change me" in env and "DJANGO_SETTINGS_MODULE=shop.settings.production" in env
+    assert web.labels["com.example.team"] == "storefront"
+    assert web.attrs["HostConfig"]["Memory"] == 512 * 1024**2
+    assert "unchanged" in cli("compose", "up", "-f", str(f)).stdout
+
+    cli("compose", "down", "-f", str(f), "--wait")
+    assert cli.json("get", "stacks") == []
+    assert not cluster.containers(running_only=False)
