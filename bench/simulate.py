@@ -4,8 +4,8 @@ Run:  .venv/bin/python bench/simulate.py                               # 1,000 a
       .venv/bin/python bench/simulate.py --agents 100 --instances 1000 # a quick run
 
 A real `dockyard server` process (SQLite, default settings) on 127.0.0.1; in this process,
-N fake agents speak the real agent protocol over HTTP (join, then sync: long poll +
-reports), with httpx.AsyncClient like the real agent's client. Their runtime is fake: an
+N fake agents speak the real agent protocol over HTTP/1.1 keep-alive connections (join,
+then sync: long poll + reports), through a minimal asyncio client that costs little CPU. Their runtime is fake: an
 assigned instance "starts" at once and is reported running. Like the real agent, each one
 long-polls with the heartbeat interval the server hands out, reports when what runs
 changes, and re-sends an unchanged report every 10 s.
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import json
 import random
 import sys
 import tempfile
@@ -36,12 +38,77 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import cpu_seconds, loadavg, percentile, print_machine, rss_mb  # noqa: E402
 
-import httpx  # noqa: E402
+import httpx  # noqa: E402  (the placement PUTs)
 
 from tests.harness import ADMIN, IMAGE, JOIN, Cluster  # noqa: E402
 
 FULL_REPORT_EVERY = 10.0  # as agent/main.py
 GiB = 1024**3
+
+
+class HTTPError(Exception):
+    pass
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection to the server: a minimal client so that 1,000 fake
+    agents cost the simulator little (httpx's pool slows down with thousands of connections
+    in one client, and the simulator shares the machine with the server it measures)."""
+
+    def __init__(self, host: str, port: int, headers: dict[str, str] | None = None):
+        self.host, self.port = host, port
+        self.headers = headers or {}
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: object = None, timeout: float = 75.0) -> tuple[int, object]:
+        for attempt in (1, 2):
+            reused = self.writer is not None
+            try:
+                return await asyncio.wait_for(self._request(method, path, body), timeout)
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+                self.close()
+                # the server closes idle keep-alive connections (uvicorn: after 5 s); like any
+                # HTTP client, retry once on a fresh connection when a reused one was gone
+                if not (reused and attempt == 1 and isinstance(exc, (ConnectionError, ValueError,
+                                                                      asyncio.IncompleteReadError))):
+                    raise HTTPError(f"{method} {path}: {exc!r}") from None
+        raise AssertionError("unreachable")
+
+    async def _request(self, method: str, path: str, body: object) -> tuple[int, object]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        data = b"" if body is None else json.dumps(body).encode()
+        head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(data)}"]
+        if body is not None:
+            head.append("Content-Type: application/json")
+        head += [f"{k}: {v}" for k, v in self.headers.items()]
+        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+        assert self.reader is not None
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ValueError("connection closed")
+        status = int(status_line.split()[1])
+        length, close = 0, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            k, _, v = line.decode("latin-1").partition(":")
+            k = k.strip().lower()
+            if k == "content-length":
+                length = int(v)
+            elif k == "connection" and v.strip().lower() == "close":
+                close = True
+        raw = await self.reader.readexactly(length) if length else b""
+        if close:
+            self.close()
+        return status, (json.loads(raw) if raw else None)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 class Stats:
@@ -50,15 +117,17 @@ class Stats:
         self.report_rtt: list[float] = []    # reports (wait 0): round trip
         self.recording = False
         self.errors = 0
+        self.error_kinds: collections.Counter = collections.Counter()
         self.assigned = 0                     # instances currently assigned, all agents
         self.acked = 0                        # instances whose "running" report was acknowledged
         self.changed = asyncio.Event()
 
 
 class FakeAgent:
-    def __init__(self, name: str, client: httpx.AsyncClient, stats: Stats, stop: asyncio.Event):
-        self.name, self.client, self.stats, self.stop = name, client, stats, stop
-        self.headers: dict[str, str] = {}
+    def __init__(self, name: str, host: str, port: int, stats: Stats, stop: asyncio.Event):
+        self.name, self.stats, self.stop = name, stats, stop
+        # two connections, like the real agent: the long poll never queues behind a report
+        self.poll, self.push = Conn(host, port), Conn(host, port)
         self.generation: str | None = None
         self.heartbeat = 1.0
         self.running: dict[str, dict] = {}   # instance id -> report item
@@ -71,27 +140,31 @@ class FakeAgent:
                 "labels": {"zone": random.choice("abc")}, "agent_version": "sim", "engine_version": "sim"}
         for attempt in range(20):
             try:
-                r = await self.client.post("/v1/agent/join", json=body)
-                r.raise_for_status()
-                out = r.json()
-                self.headers = {"Authorization": f"Bearer {out['credential']}"}
-                self.heartbeat = out.get("heartbeat_interval", 1.0)
+                status, out = await self.push.request("POST", "/v1/agent/join", body, timeout=30)
+                if status != 200:
+                    raise HTTPError(f"join: {status} {out}")
+                auth = {"Authorization": f"Bearer {out['credential']}"}  # type: ignore[index]
+                self.poll.headers = self.push.headers = auth
+                self.heartbeat = out.get("heartbeat_interval", 1.0)  # type: ignore[union-attr]
                 return
-            except httpx.HTTPError:
+            except HTTPError:
                 await asyncio.sleep(0.2 * (attempt + 1))
         raise RuntimeError(f"{self.name} could not join")
 
     async def _sync(self, wait: float, report: list[dict] | None) -> dict | None:
         t0 = time.perf_counter()
+        conn = self.poll if wait > 0 else self.push
         try:
-            r = await self.client.post("/v1/agent/sync", headers=self.headers,
-                                       json={"known": self.generation, "wait": wait, "report": report})
-            r.raise_for_status()
-            out = r.json()
-        except httpx.HTTPError:
+            status, out = await conn.request("POST", "/v1/agent/sync",
+                                             {"known": self.generation, "wait": wait, "report": report})
+            if status != 200:
+                raise HTTPError(f"sync: {status} {out}")
+        except HTTPError as exc:
             self.stats.errors += 1
+            self.stats.error_kinds[str(exc).split(":", 2)[-1][:60]] += 1
             await asyncio.sleep(0.5)
             return None
+        assert isinstance(out, dict)
         took = time.perf_counter() - t0
         if self.stats.recording:
             if wait == 0:
@@ -169,33 +242,36 @@ async def api_load(url: str, names: list[str], rate: float, seconds: float, repl
     """Open loop: request i leaves at start + i / rate whatever the earlier ones are doing."""
     lat: dict[str, list[float]] = {"GET": [], "PUT": []}
     errors = 0
-    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, limits=limits,
-                                 timeout=30) as c:
-        async def one(i: int) -> None:
-            nonlocal errors
-            name = names[i % len(names)]
-            method = "GET" if i % 2 == 0 else "PUT"
-            t0 = time.perf_counter()
-            try:
-                if method == "GET":
-                    r = await c.get(f"/v1/services/{name}")
-                else:
-                    r = await c.put(f"/v1/services/{name}", json=spec(replicas))
-                r.raise_for_status()
-                lat[method].append(time.perf_counter() - t0)
-            except httpx.HTTPError:
-                errors += 1
+    host, port = url.rsplit("/", 1)[1].split(":")
+    idle: list[Conn] = []  # a request takes an idle connection or opens one, like a client pool
 
-        total = int(rate * seconds)
-        start = time.perf_counter()
-        tasks = []
-        for i in range(total):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.get_running_loop().create_task(one(i)))
-        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    async def one(i: int) -> None:
+        nonlocal errors
+        name = names[i % len(names)]
+        method = "GET" if i % 2 == 0 else "PUT"
+        c = idle.pop() if idle else Conn(host, int(port), {"Authorization": f"Bearer {ADMIN}"})
+        t0 = time.perf_counter()
+        try:
+            status, _ = await c.request(method, f"/v1/services/{name}",
+                                        None if method == "GET" else spec(replicas), timeout=30)
+            if status >= 400:
+                raise HTTPError(str(status))
+            lat[method].append(time.perf_counter() - t0)
+        except HTTPError:
+            errors += 1
+        idle.append(c)
+
+    total = int(rate * seconds)
+    start = time.perf_counter()
+    tasks = []
+    for i in range(total):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.get_running_loop().create_task(one(i)))
+    await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    for c in idle:
+        c.close()
     if errors:
         print(f"  api: {errors} request(s) failed")
     return lat
@@ -209,9 +285,7 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     rows: list[tuple[str, str, str]] = []
     pid = cluster.server.p.pid  # type: ignore[union-attr]
     stats, stop = Stats(), asyncio.Event()
-    limits = httpx.Limits(max_connections=args.agents * 2 + 50, max_keepalive_connections=args.agents * 2 + 50)
-    client = httpx.AsyncClient(base_url=cluster.url, limits=limits, timeout=httpx.Timeout(30.0, read=75.0))
-    agents = [FakeAgent(f"sim-{i:04d}", client, stats, stop) for i in range(args.agents)]
+    agents = [FakeAgent(f"sim-{i:04d}", "127.0.0.1", cluster.port, stats, stop) for i in range(args.agents)]
     rows.append(("server RSS idle, no nodes", f"{rss_mb(pid):.0f} MiB", "target <= 150 MiB"))
 
     # -- join
@@ -225,8 +299,16 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     await asyncio.gather(*(join(a) for a in agents))
     rows.append((f"{args.agents} agents join", f"{time.monotonic() - t0:.2f} s", ""))
     tasks = [asyncio.get_running_loop().create_task(a.poll_forever()) for a in agents]
-    await asyncio.sleep(3.0)
+    await asyncio.sleep(2.0)
+    stats.recording = True
+    cpu0, w0 = cpu_seconds(pid), time.monotonic()
+    await asyncio.sleep(5.0)
+    stats.recording = False
+    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - w0)
     rows.append((f"server RSS, {args.agents} nodes, no instances", f"{rss_mb(pid):.0f} MiB", ""))
+    rows.append((f"server CPU, {args.agents} nodes syncing, no instances", f"{cpu * 100:.0f}% of a core",
+                 f"{len(stats.poll_excess) / 5:.0f} syncs/s, p99 {ms(percentile(stats.poll_excess, 99))} past the wait"))
+    print(f"  joined: {rows[-1]}", flush=True)
 
     # -- placement
     services = max(1, args.instances // args.replicas)
@@ -285,12 +367,15 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     rows.append(("server CPU during the API load (agents syncing too)", f"{cpu * 100:.0f}% of a core", ""))
     if stats.errors:
         rows.append(("agent sync errors", str(stats.errors), ""))
+        print(f"  sync errors: {stats.error_kinds.most_common(5)}")
 
     stop.set()
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await client.aclose()
+    for a in agents:
+        a.poll.close()
+        a.push.close()
     await api.aclose()
     return rows
 

@@ -13,8 +13,17 @@ from collections import defaultdict
 from typing import Iterable
 
 
+# The most syncs a second the server asks of its agents. Past MAX_HEARTBEATS_PER_SECOND x the
+# configured interval nodes (200 at the default 1 s), the heartbeat interval handed to agents
+# (their long-poll wait) stretches with the node count, and node TTLs with it, as Nomad's do:
+# one Python process answers a few hundred syncs a second, not thousands.
+MAX_HEARTBEATS_PER_SECOND = 200.0
+TTL_HEARTBEATS = 3.0  # a node TTL is never shorter than this many (stretched) heartbeat intervals
+
+
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, heartbeat_interval: float = 1.0) -> None:
+        self.base_heartbeat = heartbeat_interval
         self.epoch = secrets.token_hex(4)
         self.started_at = time.time()
         self._gen: dict[str, int] = defaultdict(int)
@@ -23,6 +32,11 @@ class Hub:
         self._lock = threading.Lock()
         # heartbeats live in memory: writing 1,000 of them a second to SQL buys nothing
         self.heartbeats: dict[str, float] = {}
+        # node -> ((generation, report digest), when applied): the last report written to the
+        # database, so unchanged re-sends can skip it (api/agent.py)
+        self.reports: dict[str, tuple[tuple[str, int], float]] = {}
+        # node credential hash -> (principal, when checked against the database); see api/agent.py
+        self._credentials: dict[str, tuple[object, float]] = {}
 
     def generation(self, node: str) -> str:
         return f"{self.epoch}:{self._gen[node]}"
@@ -35,6 +49,26 @@ class Hub:
                 woken += self._waiters.pop(n, [])
         for loop, ev in woken:
             loop.call_soon_threadsafe(ev.set)
+
+    def node_credential(self, digest: str, now: float, ttl: float) -> object | None:
+        hit = self._credentials.get(digest)
+        return hit[0] if hit is not None and now - hit[1] < ttl else None
+
+    def remember_node_credential(self, digest: str, principal: object, now: float) -> None:
+        self._credentials[digest] = (principal, now)
+
+    def forget_node(self, node: str) -> None:
+        """Drop cached credentials of a node (it joined again with a new one, or was removed)."""
+        with self._lock:
+            self._credentials = {d: v for d, v in self._credentials.items() if getattr(v[0], "name", None) != node}
+
+    def heartbeat_interval(self) -> float:
+        """Seconds between an agent's syncs: the configured interval, stretched past 200 nodes."""
+        return max(self.base_heartbeat, len(self.heartbeats) / MAX_HEARTBEATS_PER_SECOND)
+
+    def node_ttl(self, configured: float) -> float:
+        """Seconds of silence before a node is down: the configured TTL, stretched with the interval."""
+        return max(configured, TTL_HEARTBEATS * self.heartbeat_interval())
 
     def beat(self, node: str, now: float) -> None:
         self.heartbeats[node] = now

@@ -212,6 +212,21 @@ class ServiceSpec(_Strict):
                 raise ValueError(f"invalid environment variable name {k!r}")
         return v
 
+    @field_validator("volumes")
+    @classmethod
+    def _volumes(cls, v: list[Volume]) -> list[Volume]:
+        targets = [x.target for x in v]
+        for t in targets:
+            if targets.count(t) > 1:
+                raise ValueError(f"two volumes mount on {t}")
+        return v
+
+    @model_validator(mode="after")
+    def _network(self) -> "ServiceSpec":
+        if self.network_mode == "none" and self.ports:
+            raise ValueError("a service with network_mode 'none' cannot publish ports")
+        return self
+
     @field_validator("cap_add")
     @classmethod
     def _caps(cls, v: list[str]) -> list[str]:

@@ -25,6 +25,21 @@ ADMIN = "test-admin-token"
 JOIN = "test-join-token"
 
 
+def self_signed(where: Path, names: str = "IP:127.0.0.1,DNS:localhost") -> tuple[Path, Path]:
+    """A throw-away self-signed certificate and key (needs the openssl command)."""
+    import shutil
+
+    import pytest
+
+    if shutil.which("openssl") is None:
+        pytest.fail("the TLS tests need the openssl command")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", f"subjectAltName={names}", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
 from orchestrator import agent_keys, metrics
-from orchestrator.api.deps import State, YamlRoute, node_principal, state
-from orchestrator.auth import Principal, check_join_token, hash_secret, new_secret
+from orchestrator.api.deps import State, YamlRoute, node_principal, principal, state
+from orchestrator.auth import Principal, bearer, check_join_token, hash_secret, new_secret
 from orchestrator.events import record
 from orchestrator.models import Instance, Node, Revision, Service
 from orchestrator.spec import dns_label
@@ -99,11 +99,12 @@ def join(body: JoinIn, st: State = Depends(state)) -> dict:
         return agent_keys.issue(s, body.node_name)  # for the server's calls to the agent's API (logs)
 
     agent_key = st.db.run(write)
+    st.hub.forget_node(body.node_name)  # its previous credential no longer works
     st.hub.beat(body.node_name, now)
     st.hub.bump([body.node_name])
     st.loop.kick()
     return {"node": body.node_name, "credential": credential, "agent_key": agent_key,
-            "heartbeat_interval": st.settings.heartbeat_interval}
+            "heartbeat_interval": st.hub.heartbeat_interval()}
 
 
 def _apply_report(st: State, node: str, report: list[ReportItem] | None, now: float) -> bool:
@@ -174,38 +175,89 @@ def _instance_events(i: Instance, before: tuple, prev_exit: int | None, now: flo
                service=i.service_name, node=i.node_name, instance=i.id, now=now)
 
 
+# (service, its created_at, revision) -> spec. A revision is immutable, and created_at tells a
+# re-created service (whose revision numbers start again at 1) from the deleted one, so
+# entries never go stale; they only pile up, by a few KiB per revision ever assigned.
+_SPECS: dict[tuple[str, float, int], dict] = {}
+_SPECS_MAX = 20_000
+
+
 def _assignments(st: State, node: str) -> list[dict]:
     def read(s):  # type: ignore[no-untyped-def]
-        insts = list(s.scalars(select(Instance).where(Instance.node_name == node, Instance.desired_state == "running")))
+        insts = s.execute(select(Instance.id, Instance.service_name, Instance.slot, Instance.revision,
+                                 Instance.restart_count)
+                          .where(Instance.node_name == node, Instance.desired_state == "running")).all()
         names = {i.service_name for i in insts}
-        specs = {}
-        if names:
-            for svc in s.scalars(select(Service).where(Service.name.in_(names))):
-                specs[(svc.name, svc.revision)] = svc.spec
-            if any((i.service_name, i.revision) not in specs for i in insts):
-                for r in s.scalars(select(Revision).where(Revision.service_name.in_(names))):
-                    specs.setdefault((r.service_name, r.number), r.spec)
-        return [
-            {"instance_id": i.id, "service": i.service_name, "slot": i.slot, "revision": i.revision,
-             "spec": specs[(i.service_name, i.revision)], "restart_count": i.restart_count}
-            for i in insts if (i.service_name, i.revision) in specs
-        ]
+        if not names:
+            return []
+        born = dict(s.execute(select(Service.name, Service.created_at).where(Service.name.in_(names))).all())
+        wanted = {(i.service_name, born[i.service_name], i.revision) for i in insts if i.service_name in born}
+        missing = wanted - _SPECS.keys()
+        if missing:
+            if len(_SPECS) > _SPECS_MAX:
+                _SPECS.clear()
+            need = {name for name, _, _ in missing}
+            for r in s.execute(select(Revision.service_name, Revision.number, Revision.spec)
+                               .where(Revision.service_name.in_(need))):
+                key = (r.service_name, born[r.service_name], r.number)
+                if key in missing:
+                    _SPECS[key] = r.spec
+        out = []
+        for i in insts:
+            spec = _SPECS.get((i.service_name, born.get(i.service_name, -1.0), i.revision))
+            if spec is not None:  # a revision pruned from history has nothing to run
+                out.append({"instance_id": i.id, "service": i.service_name, "slot": i.slot,
+                            "revision": i.revision, "spec": spec, "restart_count": i.restart_count})
+        return out
 
     return st.db.run(read)
 
 
+# how long a node credential checked against the database is trusted from memory; joining
+# again (a new credential) and removing the node forget it at once
+CREDENTIAL_CACHE_SECONDS = 30.0
+REPORT_REAPPLY_SECONDS = 60.0
+
+
+async def sync_principal(request: Request, authorization: str | None = Header(default=None)) -> Principal:
+    """`node_principal`, remembering recently checked node credentials: 1,000 agents syncing
+    every second would otherwise cost two database reads (and a thread hop) per sync."""
+    st: State = request.app.state.dy
+    digest = hash_secret(bearer(authorization))
+    now = time.time()
+    p = st.hub.node_credential(digest, now, CREDENTIAL_CACHE_SECONDS)
+    if p is None:
+        p = node_principal(await run_in_threadpool(principal, request, authorization))
+        st.hub.remember_node_credential(digest, p, now)
+    request.state.principal = p
+    return p
+
+
+sync_principal.required_role = "node"  # type: ignore[attr-defined]  # read by api/security.py
+
+
 @router.post("/sync", response_model=SyncOut)
-async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(node_principal)) -> JSONResponse:
+async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(sync_principal)) -> JSONResponse:
     now = time.time()
     previous = st.hub.heartbeats.get(p.name)
     st.hub.beat(p.name, now)
     # A bare heartbeat from a node that beat recently needs no database: the loop cannot have
     # declared it down in between (it needs node_ttl of silence), and if it raced one that did,
     # the loop marks a node with fresh heartbeats ready again (reconcile._liveness).
-    recent = previous is not None and now - previous < st.settings.node_ttl / 2
-    if (body.report is not None or not recent) and await run_in_threadpool(_apply_report, st, p.name, body.report, now):
+    recent = previous is not None and now - previous < st.hub.node_ttl(st.settings.node_ttl) / 2
+    # Agents re-send an unchanged report every few seconds (level-triggered). If the node's
+    # generation has not moved either, nothing server-side touched its instances since the
+    # same report was applied, so applying it again would change nothing: skip the database
+    # (but not for longer than REPORT_REAPPLY_SECONDS).
+    key = None if body.report is None else (st.hub.generation(p.name), hash(repr(body.report)))
+    last = st.hub.reports.get(p.name)
+    if key is not None and last is not None and last[0] == key and now - last[1] < REPORT_REAPPLY_SECONDS:
+        pass
+    elif (body.report is not None or not recent) and await run_in_threadpool(_apply_report, st, p.name, body.report, now):
         st.loop.kick()
         st.hub.events_changed()  # a report may have recorded events (unhealthy, restarted)
+    if key is not None and (last is None or last[0] != key or now - last[1] >= REPORT_REAPPLY_SECONDS):
+        st.hub.reports[p.name] = (key, now)
     await st.hub.wait(p.name, body.known, min(body.wait, 30.0))
     generation = st.hub.generation(p.name)
     # The agent already has this generation (a timed-out long poll, a report): say so
@@ -215,4 +267,4 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
     # built by hand: validating thousands of assignment specs through the response model
     # on every sync costs more than the rest of the request
     return JSONResponse({"node": p.name, "generation": generation, "assignments": assignments,
-                         "heartbeat_interval": st.settings.heartbeat_interval})
+                         "heartbeat_interval": st.hub.heartbeat_interval()})

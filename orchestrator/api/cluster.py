@@ -103,6 +103,7 @@ def delete_node(name: str, st: State = Depends(state), p: Principal = Depends(ro
                 i.state, i.desired_state = "lost", "stopped"
         s.delete(n)
         st.hub.heartbeats.pop(name, None)
+        st.hub.forget_node(name)  # its credential stops working at once
         record(s, "node_removed", f"node {name} removed", node=name, actor=p.label)
         return {"name": name, "deleted": True}
 

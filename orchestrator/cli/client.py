@@ -1,15 +1,17 @@
 """The client side of `dockyard`: where the server is, how to talk to it, how errors look.
 
-Every client command is wrapped by `command()`, which adds the --server/--token options
-(also DOCKYARD_URL / DOCKYARD_TOKEN, then the config file that `dockyard up` and
-`dockyard login` write), and turns API errors, refused connections and usage mistakes into
-one clear line on stderr and an exit code: 0 ok, 1 error, 2 usage. Never a traceback.
+Every client command is wrapped by `command()`, which adds the --server/--token/--ca-file
+options (also DOCKYARD_URL / DOCKYARD_TOKEN / DOCKYARD_CA_FILE, then the config file that
+`dockyard up` and `dockyard login` write), and turns API errors, refused connections, TLS
+failures and usage mistakes into one clear line on stderr and an exit code: 0 ok, 1 error,
+2 usage. Never a traceback.
 """
 from __future__ import annotations
 
 import functools
 import inspect
 import os
+import ssl
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +47,7 @@ class ApiError(CliError):
         lines = [f"{d.get('field', '?')}: {d.get('problem', '')}" for d in (details or [])]
         super().__init__(message, hints=hints)
         self.status, self.api_code, self.details, self.detail_lines = status, code, details or [], lines
+        self.no_route = False  # the server has no such endpoint (404/405 from its router), not a missing object
 
 
 @dataclass
@@ -53,6 +56,8 @@ class Conn:
     token: str | None
     url_from: str = "default"
     token_from: str = "none"
+    ca_file: str | None = None  # a PEM bundle to verify an HTTPS server with (e.g. a self-signed certificate)
+    ca_from: str = "none"
 
 
 def _source(name: str) -> str | None:
@@ -64,10 +69,15 @@ def _source(name: str) -> str | None:
     return {"COMMANDLINE": "flag", "ENVIRONMENT": "env"}.get(getattr(src, "name", ""))
 
 
-def resolve(server: str | None, token: str | None) -> Conn:
+def resolve(server: str | None, token: str | None, ca_file: str | None = None) -> Conn:
     """Flags, then environment (both given here by Typer), then the config file, then the default."""
     ctx = load_context()
     conn = Conn(DEFAULT_URL, None)
+    if ca_file:
+        conn.ca_file = str(ca_file)
+        conn.ca_from = {"flag": "--ca-file", "env": "DOCKYARD_CA_FILE"}.get(_source("ca_file") or "", "--ca-file")
+    elif ctx.get("ca_file"):
+        conn.ca_file, conn.ca_from = ctx["ca_file"], f"config file {config_path()}"
     if server:
         conn.url, conn.url_from = server, {"flag": "--server", "env": "DOCKYARD_URL"}.get(_source("server") or "", "--server")
     elif ctx.get("url"):
@@ -90,6 +100,16 @@ def resolve(server: str | None, token: str | None) -> Conn:
     return conn
 
 
+def _ca_context(path: str, source: str) -> Any:
+    try:
+        return ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise CliError(f"cannot use {path} (from {source}) as a CA bundle: {reason}",
+                       hints=["--ca-file / DOCKYARD_CA_FILE takes a PEM file: the CA that signed the server's "
+                              "certificate, or a self-signed certificate itself"])
+
+
 class Client:
     """A thin HTTP client: JSON in, JSON out, errors as ApiError/CliError."""
 
@@ -98,8 +118,7 @@ class Client:
         headers = {"Accept": "application/json", "User-Agent": "dockyard-cli"}
         if conn.token:
             headers["Authorization"] = f"Bearer {conn.token}"
-        # DOCKYARD_CA_FILE: a PEM bundle to verify an HTTPS server with (e.g. a self-signed certificate)
-        verify = os.environ.get("DOCKYARD_CA_FILE") or True
+        verify = _ca_context(conn.ca_file, conn.ca_from) if conn.ca_file else True
         self.http = httpx.Client(base_url=conn.url, headers=headers, timeout=timeout, transport=transport, verify=verify)
 
     # -- plain requests ----------------------------------------------------------------
@@ -142,7 +161,7 @@ class Client:
 
     # -- errors ------------------------------------------------------------------------
     def _errors(self, method: str, path: str):  # type: ignore[no-untyped-def]
-        url = self.conn.url
+        url, conn = self.conn.url, self.conn
         hint = f"the server URL came from {self.conn.url_from}; pass --server, set DOCKYARD_URL or run `dockyard login`"
 
         class _Ctx:
@@ -152,6 +171,8 @@ class Client:
             def __exit__(self, et, exc, tb):  # type: ignore[no-untyped-def]
                 if exc is None or isinstance(exc, (CliError, KeyboardInterrupt, GeneratorExit)):
                     return False
+                if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError)) and (tls := _tls_error(exc, conn)):
+                    raise tls from None
                 if isinstance(exc, httpx.ConnectError):
                     raise CliError(f"cannot connect to the Dockyard server at {url}: {_reason(exc)}",
                                    hints=["is it running? (`dockyard up` starts one)", hint]) from None
@@ -177,7 +198,9 @@ class Client:
         elif _no_route(r):
             message = f"the server at {self.conn.url} has no endpoint {method} {path.split('?')[0]}"
             hints.append("the server may be older than this command line")
-        return ApiError(r.status_code, err.get("code", "http_error"), message, err.get("details"), hints)
+        out = ApiError(r.status_code, err.get("code", "http_error"), message, err.get("details"), hints)
+        out.no_route = _no_route(r)
+        return out
 
 
 def _no_route(r: httpx.Response) -> bool:
@@ -192,6 +215,47 @@ def _no_route(r: httpx.Response) -> bool:
         return True
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
+CA_HINT = ("if the server's certificate is self-signed or from a private CA, pass --ca-file FILE or set "
+           "DOCKYARD_CA_FILE (the CA bundle, or the certificate itself)")
+
+
+def _tls_error(exc: Exception, conn: Conn) -> CliError | None:
+    """A clear error for TLS trouble (an untrusted certificate, HTTP and HTTPS mixed up); None otherwise."""
+    verify = next((e for e in _chain(exc) if isinstance(e, ssl.SSLCertVerificationError)), None)
+    text = " ".join(str(e) for e in _chain(exc))
+    if verify is not None or "CERTIFICATE_VERIFY_FAILED" in text:
+        reason = getattr(verify, "verify_message", None) or "certificate verify failed"
+        hints = []
+        if "hostname mismatch" in reason.lower() or "ip address mismatch" in reason.lower():
+            host = httpx.URL(conn.url).host
+            hints.append(f"the certificate does not name {host}: use an address it names in the URL, or reissue it "
+                         "with that name in its subjectAltName")
+        elif conn.ca_file:
+            hints.append(f"the CA bundle {conn.ca_file} (from {conn.ca_from}) does not vouch for this certificate: "
+                         "give --ca-file / DOCKYARD_CA_FILE the CA that signed it, or the certificate itself")
+        else:
+            hints.append(CA_HINT)
+        return CliError(f"cannot verify the TLS certificate of the Dockyard server at {conn.url}: {reason}",
+                        hints=hints)
+    if conn.url.startswith("https://") and ("WRONG_VERSION_NUMBER" in text or "record layer failure" in text):
+        return CliError(f"the server at {conn.url} does not speak HTTPS",
+                        hints=[f"use an http:// URL, or start the server with --tls-cert/--tls-key "
+                               f"(the URL came from {conn.url_from})"])
+    if conn.url.startswith("http://") and isinstance(exc, httpx.RemoteProtocolError):
+        return CliError(f"the server at {conn.url} closed the connection without answering",
+                        hints=[f"if it serves HTTPS, use an https:// URL (the URL came from {conn.url_from})"])
+    return None
+
+
 def _reason(exc: Exception) -> str:
     text = str(exc)
     if "refused" in text.lower():
@@ -202,12 +266,15 @@ def _reason(exc: Exception) -> str:
 # ------------------------------------------------------------------- command wrapper
 
 _STATE: dict[str, Any] = {}
+CaFileOpt = typer.Option(None, "--ca-file", envvar="DOCKYARD_CA_FILE", show_envvar=True, rich_help_panel=PANEL,
+                         help="PEM CA bundle (or the self-signed certificate) to verify an https:// server with "
+                              "(default: the config file, else the system CAs)")
 
 
 def client() -> Client:
-    """The client for the running command (built from its --server/--token options)."""
+    """The client for the running command (built from its --server/--token/--ca-file options)."""
     if "client" not in _STATE:
-        _STATE["client"] = Client(resolve(_STATE.get("server"), _STATE.get("token")))
+        _STATE["client"] = Client(resolve(_STATE.get("server"), _STATE.get("token"), _STATE.get("ca_file")))
     return _STATE["client"]
 
 
@@ -233,7 +300,7 @@ def report(exc: CliError) -> None:
 
 
 def command(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Add --server/--token to a client command and report its failures cleanly."""
+    """Add --server/--token/--ca-file to a client command and report its failures cleanly."""
     sig = inspect.signature(fn)
     extra = [
         inspect.Parameter("dy_ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
@@ -243,13 +310,14 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         inspect.Parameter("token", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=typer.Option(
             None, "--token", envvar="DOCKYARD_TOKEN", show_envvar=True, rich_help_panel=PANEL,
             help="API token (default: the config file written by `dockyard up` / `dockyard login`)")),
+        inspect.Parameter("ca_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=CaFileOpt),
     ]
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, server: Optional[str] = None, token: Optional[str] = None, dy_ctx: Any = None,
-                **kw: Any) -> Any:
+    def wrapper(*args: Any, server: Optional[str] = None, token: Optional[str] = None, ca_file: Optional[str] = None,
+                dy_ctx: Any = None, **kw: Any) -> Any:
         _STATE.clear()
-        _STATE.update(server=server, token=token, ctx=dy_ctx)
+        _STATE.update(server=server, token=token, ca_file=ca_file, ctx=dy_ctx)
         try:
             return fn(*args, **kw)
         except CliError as exc:
@@ -273,7 +341,7 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
     wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), "server": Optional[str], "token": Optional[str],
-                               "dy_ctx": typer.Context}
+                               "ca_file": Optional[str], "dy_ctx": typer.Context}
     return wrapper
 
 
@@ -286,9 +354,14 @@ def complete_nodes(incomplete: str) -> list[str]:
     return _complete("/v1/nodes", incomplete)
 
 
+def complete_tokens(incomplete: str) -> list[str]:
+    """Token names (`token rm` takes a name or an id); empty unless the token is an admin's."""
+    return _complete("/v1/tokens", incomplete)
+
+
 def _complete(path: str, incomplete: str) -> list[str]:
     try:
-        conn = resolve(os.environ.get("DOCKYARD_URL"), os.environ.get("DOCKYARD_TOKEN"))
+        conn = resolve(os.environ.get("DOCKYARD_URL"), os.environ.get("DOCKYARD_TOKEN"), os.environ.get("DOCKYARD_CA_FILE"))
         c = Client(conn, timeout=2.0)
         items = c.get(path)
         c.http.close()
@@ -302,12 +375,16 @@ def _complete(path: str, incomplete: str) -> list[str]:
 def login(server: str = typer.Option(..., "--server", help="server URL, e.g. http://10.0.0.1:8080"),
           token: Optional[str] = typer.Option(None, "--token", help="API token"),
           token_file: Optional[Path] = typer.Option(None, "--token-file", help="read the token from this file each time instead of storing it"),
+          ca_file: Optional[Path] = typer.Option(None, "--ca-file", envvar="DOCKYARD_CA_FILE", show_envvar=True,
+                                                 help="PEM CA bundle (or the self-signed certificate) of an https:// server; its path is saved too"),
           verify: bool = typer.Option(True, "--verify/--no-verify", help="check the server accepts the token first")) -> None:
-    """Save the server URL and token in the config file, for every later command.
+    """Save the server URL and token (and CA file) in the config file, for every later command.
 
     Example: dockyard login --server http://127.0.0.1:8080 --token "$(cat .dockyard/admin.token)"
 
     Example: dockyard login --server http://127.0.0.1:8080 --token-file .dockyard/admin.token
+
+    Example: dockyard login --server https://dockyard.example:8080 --ca-file ca.pem --token-file admin.token
     """
     if bool(token) == bool(token_file):
         raise usage("give exactly one of --token and --token-file")
@@ -319,8 +396,13 @@ def login(server: str = typer.Option(..., "--server", help="server URL, e.g. htt
     url = server.rstrip("/")
     if "://" not in url:
         url = "http://" + url
+    ca = str(ca_file.resolve()) if ca_file else None
     if verify:
-        c = Client(Conn(url, secret, "--server", "--token"), timeout=10.0)
+        try:
+            c = Client(Conn(url, secret, "--server", "--token", ca, "--ca-file"), timeout=10.0)
+        except CliError as exc:
+            report(exc)
+            raise typer.Exit(1)
         try:
             c.get("/v1/services")
         except CliError as exc:
@@ -328,18 +410,19 @@ def login(server: str = typer.Option(..., "--server", help="server URL, e.g. htt
             raise typer.Exit(1)
         finally:
             c.http.close()
-    save_context(url, token_file.resolve() if token_file else None, None if token_file else secret)
+    save_context(url, token_file.resolve() if token_file else None, None if token_file else secret, ca)
     typer.echo(f"logged in to {url}; saved to {config_path()}")
 
 
 def register(app: typer.Typer) -> None:
-    from orchestrator.cli import compose_cmd, nodes, observe, resources, rollout
+    from orchestrator.cli import compose_cmd, nodes, observe, resources, rollout, tokens
 
     app.command(rich_help_panel="Client")(login)
     resources.register(app)
     rollout.register(app)
     observe.register(app)
     nodes.register(app)
+    tokens.register(app)
     compose_cmd.register(app)
 
 

@@ -20,7 +20,7 @@ def load_context() -> dict:
         return {}
 
 
-def save_context(url: str, token_file: Path | None, token: str | None = None) -> None:
+def save_context(url: str, token_file: Path | None, token: str | None = None, ca_file: str | None = None) -> None:
     p = config_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     data = {"url": url}
@@ -28,6 +28,8 @@ def save_context(url: str, token_file: Path | None, token: str | None = None) ->
         data["token_file"] = str(token_file)
     elif token:
         data["token"] = token
+    if ca_file:
+        data["ca_file"] = str(ca_file)
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2)

@@ -62,11 +62,15 @@ def _secure(settings: Settings, tls_cert: Optional[Path], tls_key: Optional[Path
 
 
 def _ca(ca_file: Optional[Path]) -> object:
+    """httpx's `verify`: the system CAs, or an SSL context trusting the given PEM bundle."""
+    import ssl
+
     if ca_file is None:
         return True
-    if not Path(ca_file).is_file():
-        raise typer.BadParameter(f"{ca_file} is not a readable file", param_hint="--ca-file")
-    return str(ca_file)
+    try:
+        return ssl.create_default_context(cafile=str(ca_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise typer.BadParameter(f"cannot use {ca_file} as a CA bundle: {exc}", param_hint="--ca-file")
 
 
 def _settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
@@ -174,7 +178,7 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
     scheme = "https" if tls_cert else "http"
     url = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     # the local agent trusts --ca-file, else the server's own (self-signed) certificate
-    verify = _ca(ca_file) if ca_file else (str(tls_cert) if tls_cert else True)
+    verify = _ca(ca_file or tls_cert)
 
     def start_agent() -> None:
         token = join_token or (settings.data_dir / "join.token").read_text().strip()
@@ -183,7 +187,9 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
         admin_file = (settings.data_dir / "admin.token").resolve()
         from orchestrator.cli.config import save_context
 
-        save_context(url, None if admin_token else admin_file, admin_token)
+        # with TLS, the CLI on this machine trusts what the local agent trusts
+        ca = str(Path(ca_file or tls_cert).resolve()) if tls_cert else None
+        save_context(url, None if admin_token else admin_file, admin_token, ca)
         where = "the DOCKYARD_ADMIN_TOKEN you set" if admin_token else str(admin_file)
         typer.echo(
             f"\nDockyard is up at {url}  (node {node_name!r})\n"

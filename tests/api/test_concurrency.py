@@ -137,3 +137,15 @@ def test_database_run_under_contention(tmp_path):
     assert not errors, errors[:3]
     assert db.run(lambda s: s.get(Setting, "n").value) == str(24 * 20)
     db.engine.dispose()
+
+
+def test_a_database_that_stays_locked_is_503_not_500(client, monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    def locked(fn, attempts=5):  # type: ignore[no-untyped-def]
+        raise OperationalError("SELECT 1", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(client.app.state.dy.db, "run", locked)
+    r = client.get("/v1/services")
+    assert_error_shape(r, 503, "unavailable")
+    assert r.headers["Retry-After"] == "1"

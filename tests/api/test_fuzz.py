@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from tests.api.conftest import ADMIN, JOIN
 
 EXAMPLES = int(os.environ.get("DOCKYARD_FUZZ_EXAMPLES", "25"))
 CREDS: dict[str, str] = {}
-APP = create_app(Settings(data_dir=Path(tempfile.mkdtemp(prefix="dy-fuzz-")), admin_token=ADMIN, join_token=JOIN,
+DATA = Path(tempfile.gettempdir()) / f"dy-fuzz-{os.getpid()}"
+APP = create_app(Settings(data_dir=DATA, admin_token=ADMIN, join_token=JOIN,
                           loop_interval=0.5, allow=("cap:NET_ADMIN",)))
 # the schema is read without starting the app; its lifespan starts with the first request
 schema = schemathesis.openapi.from_dict(APP.openapi())
@@ -42,6 +44,7 @@ def running():  # type: ignore[no-untyped-def]
         c.patch("/v1/services/web", json={"env": {"A": "1"}}, headers=auth)
     yield
     asgi.shutdown_lifespans()
+    shutil.rmtree(DATA, ignore_errors=True)
 
 
 def _assert_error_shape(response, label: str) -> None:  # type: ignore[no-untyped-def]

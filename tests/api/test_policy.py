@@ -115,3 +115,10 @@ def test_allow_list_parsing():
             policy.parse([bad])
     with pytest.raises(ValueError):
         create_app(Settings(allow=("everything",)))
+
+
+def test_spec_consistency(allowing):
+    vols = [{"source": "/srv/data/a", "target": "/d"}, {"source": "/srv/data/b", "target": "/d"}]
+    assert_error_shape(allowing.put("/v1/services/p", json={**BASE, "volumes": vols}), 422, "validation_error")
+    body = {**BASE, "network_mode": "none", "ports": [{"container_port": 80}]}
+    assert_error_shape(allowing.put("/v1/services/p", json=body), 422, "validation_error")

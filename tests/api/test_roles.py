@@ -36,7 +36,7 @@ def expected_role(method: str, path: str) -> str:
 
 
 def _operations() -> list[tuple[str, str, str]]:
-    app = create_app(Settings(data_dir=Path(tempfile.mkdtemp(prefix="dy-roles-"))))
+    app = create_app(Settings(data_dir=Path(tempfile.gettempdir()) / "dy-roles-unused"))  # never started
     out = []
     for path, ops in app.openapi()["paths"].items():
         for method, op in ops.items():

@@ -5,16 +5,18 @@ import json
 import os
 import queue
 import shutil
+import ssl
 import subprocess
 import threading
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from orchestrator.cli.main import app
-from tests.harness import ADMIN, DOCKYARD, IMAGE, ROOT, wait_for
+from tests.harness import ADMIN, DOCKYARD, IMAGE, JOIN, ROOT, Cluster, Proc, self_signed, wait_for
 
 pytestmark = pytest.mark.integration
 DATA = ROOT / "tests" / "data"
@@ -40,8 +42,9 @@ class Cli:
         self.cluster, self.tmp = cluster, tmp
         self.env = {"DOCKYARD_URL": cluster.url, "DOCKYARD_TOKEN": ADMIN, "DOCKYARD_CONFIG": str(tmp / "cli.json")}
 
-    def __call__(self, *args: str, code: int = 0, input: str | None = None):  # type: ignore[no-untyped-def]
-        r = CliRunner().invoke(app, list(args), env=self.env, input=input)
+    def __call__(self, *args: str, code: int = 0, input: str | None = None,  # type: ignore[no-untyped-def]
+                 env: dict[str, str | None] | None = None):
+        r = CliRunner().invoke(app, list(args), env={**self.env, **(env or {})}, input=input)
         assert r.exit_code == code, f"dockyard {' '.join(args)} -> {r.exit_code}\n{r.output}"
         assert "Traceback" not in r.output
         return r
@@ -296,3 +299,85 @@ def test_compose_convert_and_up_converge_on_the_engine(cluster, cli, tmp_path):
     cli("compose", "down", "-f", str(f), "--wait")
     assert cli.json("get", "stacks") == []
     assert not cluster.containers(running_only=False)
+
+
+def test_tokens_and_join_token(cluster, cli):
+    # create: the secret alone on stdout, the note on stderr; it works at once with its role
+    r = cli("token", "create", "ci-deployer", "--role", "operator", "--expires-in", "24h")
+    secret = r.stdout.strip()
+    assert secret.startswith("dyt_") and "\n" not in secret
+    assert "token/ci-deployer created" in r.stderr and "role operator" in r.stderr and "(in 24h)" in r.stderr
+    assert "shown only once" in r.stderr
+    as_ci = {"DOCKYARD_TOKEN": secret}
+    cli("apply", "-f", cli.file("w.yaml", "name: w\nimage: x\nreplicas: 0\n"), env=as_ci)
+    r = cli("token", "ls", code=1, env=as_ci)  # an operator may deploy, not manage tokens
+    assert "error:" in r.output and "admin" in r.output
+    assert "a token named 'ci-deployer' exists" in cli("token", "create", "ci-deployer", "--role", "viewer", code=1).output
+    assert "--expires-in" in cli("token", "create", "x", "--role", "viewer", "--expires-in", "soon", code=2).output
+
+    # ls in every format; never a secret
+    viewer = cli.json("token", "create", "dash", "--role", "viewer")
+    assert viewer["token"].startswith("dyt_") and viewer["expires_at"] is None
+    table = cli("token", "ls").stdout.splitlines()
+    assert table[0].split() == ["ID", "NAME", "ROLE", "AGE", "LAST-USED", "EXPIRES"]
+    rows = {line.split()[1]: line.split() for line in table[1:]}
+    assert rows["ci-deployer"][2] == "operator" and rows["ci-deployer"][-2:] == ["in", "24h"]
+    assert rows["dash"][-2:] == ["never", "never"] and rows["admin"][2] == "admin"
+    listed = cli.json("token", "ls")
+    assert {t["name"] for t in listed} == {"admin", "ci-deployer", "dash"}
+    assert yaml.safe_load(cli("token", "ls", "-o", "yaml").stdout) == cli.json("token", "ls")
+    assert secret not in cli("token", "ls", "-o", "yaml").stdout
+    ci = next(t for t in listed if t["name"] == "ci-deployer")
+    assert ci["last_used_at"] is not None
+
+    # rm by id and by name; a revoked token is refused with a hint at where it came from
+    assert cli("token", "rm", ci["id"]).stdout.strip() == f"token/ci-deployer ({ci['id']}) revoked"
+    r = cli("get", "services", code=1, env=as_ci)
+    assert "error:" in r.output and "the token came from DOCKYARD_TOKEN" in r.output
+    assert cli("token", "rm", "dash").stdout.strip() == f"token/dash ({viewer['id']}) revoked"
+    assert "no token has the id or name 'dash'" in cli("token", "rm", "dash", code=1).output
+    assert "restart" in cli("token", "rm", "admin", code=1).output  # the bootstrap token stays
+    assert [t["name"] for t in cli.json("token", "ls")] == ["admin"]
+    kinds = [(e["kind"], e.get("actor")) for e in cluster.events(limit=20)]
+    assert ("token_created", "token:admin") in kinds and ("token_deleted", "token:admin") in kinds
+
+    # join-token rotate: the old token no longer admits nodes, the new one does
+    r = cli("join-token", "rotate")
+    join = r.stdout.strip()
+    assert join.startswith("dyj_") and "shown only once" in r.stderr
+    old = httpx.post(f"{cluster.url}/v1/agent/join", json={"join_token": JOIN, "node_name": cluster.node("old"),
+                                                            "cpus": 1, "memory": 1024**3}, timeout=10)
+    assert old.status_code == 401
+    cluster.start_agent("new", "--join-token", join)
+    assert cluster.node_status(cluster.node("new")) == "ready"
+
+
+def test_cli_over_tls_needs_the_ca_file(engine, tmp_path):
+    cert, key = self_signed(tmp_path)
+    c = Cluster(tmp_path, server_args=["--tls-cert", str(cert), "--tls-key", str(key)])
+    c.url = f"https://127.0.0.1:{c.port}"
+    args = [DOCKYARD, "server", "--port", str(c.port), "--data-dir", str(tmp_path / "data"), *c.server_args]
+    c.server = Proc(args, c.env, tmp_path / "server.log").start()
+    try:
+        trust = ssl.create_default_context(cafile=str(cert))
+        wait_for(lambda: httpx.get(f"{c.url}/readyz", verify=trust, timeout=2).status_code == 200, 30,
+                 what="TLS server ready")
+        cli = Cli(c, tmp_path)
+        r = cli("get", "nodes", code=1)
+        assert f"error: cannot verify the TLS certificate of the Dockyard server at {c.url}" in r.output
+        assert "--ca-file" in r.output and "DOCKYARD_CA_FILE" in r.output and "cannot connect" not in r.output
+        assert "no nodes" in cli("get", "nodes", "--ca-file", str(cert)).output
+        assert cli("token", "ls", "-o", "name", env={"DOCKYARD_CA_FILE": str(cert)}).stdout == "admin\n"
+        (tmp_path / "other").mkdir()
+        other, _ = self_signed(tmp_path / "other")
+        r = cli("get", "nodes", "--ca-file", str(other), code=1)
+        assert f"the CA bundle {other} (from --ca-file) does not vouch for this certificate" in r.output
+        assert "cannot use" in cli("get", "nodes", "--ca-file", str(tmp_path / "nope.pem"), code=1).output
+        r = cli("get", "nodes", env={"DOCKYARD_URL": f"http://127.0.0.1:{c.port}"}, code=1)
+        assert "if it serves HTTPS, use an https:// URL" in r.output
+        # login saves the CA file, so later commands need no flag
+        cli("login", "--server", c.url, "--token", ADMIN, "--ca-file", str(cert))
+        assert json.loads((tmp_path / "cli.json").read_text())["ca_file"] == str(cert)
+        assert "no nodes" in cli("get", "nodes", env={"DOCKYARD_URL": None, "DOCKYARD_TOKEN": None}).output
+    finally:
+        c.close()

@@ -135,7 +135,7 @@ def test_every_command_has_help_with_an_example():
     assert {("apply",), ("get", "services"), ("get", "stacks"), ("describe", "service"), ("scale",), ("delete", "stack"),
             ("rollout", "status"), ("rollout", "undo"), ("rollout", "pause"), ("rollout", "resume"), ("logs",),
             ("events",), ("nodes", "drain"), ("nodes", "rm"), ("compose", "up"), ("compose", "convert"),
-            ("login",)} <= set(leaves)
+            ("login",), ("token", "create"), ("token", "ls"), ("token", "rm"), ("join-token", "rotate")} <= set(leaves)
     runner = CliRunner()
     for path, cmd in leaves.items():
         assert "Example: " in (cmd.help or ""), f"dockyard {' '.join(path)} has no example in its help"

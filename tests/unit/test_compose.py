@@ -116,10 +116,12 @@ def test_webapp_file():
         "worker.environment: 'HOME' has no value (Compose would take it from the host "
         "environment); it was skipped",
         "worker: label 'dockyard.service' uses the reserved prefix 'dockyard.' and was skipped",
-        "worker: 'volumes' is not supported and was not applied",
+        "worker.volumes: named volume 'media' ('media:/srv/media') is not supported and was not applied: "
+        "Dockyard only bind-mounts host paths",
         "worker: 'networks' is not supported and was not applied",
+        "db.volumes: named volume 'pgdata' ('pgdata:/var/lib/postgresql/data') is not supported and was not "
+        "applied: Dockyard only bind-mounts host paths",
         "db: 'secrets' is not supported and was not applied",
-        "db: 'volumes' is not supported and was not applied",
         "db: 'networks' is not supported and was not applied",
         "db: 'shm_size' is not supported and was not applied",
     ]
@@ -166,6 +168,8 @@ def test_monitoring_file():
         "command": ["--path.rootfs=/host",
                     "--collector.filesystem.mount-points-exclude=^/(sys|proc|dev)($|/)"],
         "ports": [p(9100, 9100)],
+        "pid_mode": "host",
+        "volumes": [{"source": "/", "target": "/host", "read_only": True}],
         "resources": {"cpus": 0.2, "memory": "64Mi"},
         "replicas": 1,
         "stack": "data",
@@ -182,20 +186,22 @@ def test_monitoring_file():
     assert t.warnings == [
         "top-level 'configs' is not supported and was not applied",
         "top-level 'volumes' is not supported and was not applied",
+        "prometheus.volumes: named volume 'prometheus-data' ('prometheus-data:/prometheus') is not supported "
+        "and was not applied: Dockyard only bind-mounts host paths",
         "prometheus.deploy.restart_policy: 'delay' is not supported and was not applied",
         "prometheus.deploy.restart_policy: 'window' is not supported and was not applied",
         "prometheus: 'user' is not supported and was not applied",
-        "prometheus: 'volumes' is not supported and was not applied",
         "prometheus: 'configs' is not supported and was not applied",
+        "grafana.volumes: named volume 'grafana-data' ('grafana-data:/var/lib/grafana') is not supported and "
+        "was not applied: Dockyard only bind-mounts host paths",
         "grafana.restart: the retry limit in 'on-failure:5' is not supported; restarts are "
         "unlimited with back-off",
-        "grafana: 'volumes' is not supported and was not applied",
         "grafana: 'depends_on' is not supported and was not applied",
         "service 'node_exporter' was renamed to 'node-exporter' (Dockyard names are DNS labels)",
         "node-exporter.ports: mode 'ingress' has no routing mesh here; the port is published on "
         "each node running a replica",
+        "node-exporter.volumes: option 'rslave' in '/:/host:ro,rslave' is not supported and was ignored",
         "node-exporter.deploy.mode: 'global' is not supported; the service runs as a replicated one",
-        "node-exporter: 'pid' is not supported and was not applied",
         "alertmanager.deploy.placement: 'preferences' is not supported and was not applied",
         "alertmanager.deploy.update_config: 'delay' is not supported and was not applied",
         "alertmanager.deploy.update_config: 'max_failure_ratio' is not supported and was not applied",
@@ -718,6 +724,133 @@ def test_bad_update_config(uc, message):
         update(**uc)
 
 
+# ---------------------------------------------------------------- host privileges and bind mounts
+
+def test_privileges_map_to_spec_fields():
+    body, warnings = one({"image": "x", "privileged": True, "cap_add": ["net_admin", "CAP_SYS_TIME", "NET_ADMIN"],
+                          "network_mode": "host", "pid": "host"})
+    assert warnings == []
+    assert (body["privileged"], body["cap_add"], body["network_mode"], body["pid_mode"]) == (
+        True, ["NET_ADMIN", "SYS_TIME"], "host", "host")
+    spec = ServiceApply.model_validate(body)
+    assert spec.privileged and spec.network_mode == "host" and spec.pid_mode == "host"
+    body, _ = one({"image": "x", "privileged": False, "cap_add": [], "network_mode": "none"})
+    assert "privileged" not in body and "cap_add" not in body and body["network_mode"] == "none"
+    assert one({"image": "x", "network_mode": "bridge"})[0]["network_mode"] == "bridge"
+
+
+@pytest.mark.parametrize("svc, warning", [
+    ({"network_mode": "service:db"}, "app.network_mode: 'service:db' is not supported and was not applied"),
+    ({"network_mode": "container:abc"}, "app.network_mode: 'container:abc' is not supported"),
+    ({"pid": "service:db"}, "app.pid: 'service:db' is not supported and was not applied"),
+    ({"cap_drop": ["ALL"]}, "app: 'cap_drop' is not supported and was not applied"),
+])
+def test_privilege_forms_without_an_equivalent_are_warned(svc, warning):
+    body, warnings = one({"image": "x", **svc})
+    assert len(warnings) == 1 and warnings[0].startswith(warning)
+    assert not {"network_mode", "pid_mode", "cap_add"} & set(body)
+
+
+@pytest.mark.parametrize("svc, message", [
+    ({"privileged": "yes"}, "app.privileged: must be true or false"),
+    ({"cap_add": "NET_ADMIN"}, "app.cap_add: must be a list of capability names"),
+    ({"cap_add": ["bad-cap"]}, "service 'app' does not make a valid Dockyard service: cap_add.0"),
+    ({"network_mode": "none", "ports": ["80"]}, "network_mode 'none' cannot publish ports"),
+])
+def test_bad_privileges(svc, message):
+    with pytest.raises(ComposeError, match=message):
+        one({"image": "x", **svc})
+
+
+def test_bind_mounts_short_and_long_syntax():
+    body, warnings = one({"image": "x", "volumes": [
+        "/srv/data:/data",
+        "/etc/app/conf.d:/etc/conf.d:ro",
+        "/var/log:/logs:rw",
+        {"type": "bind", "source": "/srv/media", "target": "/media", "read_only": True},
+        {"type": "bind", "source": "/srv/cache/", "target": "/cache", "bind": {"create_host_path": True}},
+    ]})
+    assert warnings == []
+    assert body["volumes"] == [
+        {"source": "/srv/data", "target": "/data", "read_only": False},
+        {"source": "/etc/app/conf.d", "target": "/etc/conf.d", "read_only": True},
+        {"source": "/var/log", "target": "/logs", "read_only": False},
+        {"source": "/srv/media", "target": "/media", "read_only": True},
+        {"source": "/srv/cache/", "target": "/cache", "read_only": False},
+    ]
+    assert [v.source for v in ServiceApply.model_validate(body).volumes][-1] == "/srv/cache"
+
+
+def test_named_and_other_volumes_are_warned_not_applied():
+    body, warnings = one({"image": "x", "volumes": [
+        "data:/var/lib/data",
+        "/scratch",
+        {"type": "volume", "source": "cache", "target": "/cache"},
+        {"type": "tmpfs", "target": "/tmp"},
+        {"source": "logs", "target": "/logs"},  # no type: a name is a named volume
+        "/srv/keep:/keep",
+    ]})
+    assert body["volumes"] == [{"source": "/srv/keep", "target": "/keep", "read_only": False}]
+    only = "is not supported and was not applied: Dockyard only bind-mounts host paths"
+    assert warnings == [
+        f"app.volumes: named volume 'data' ('data:/var/lib/data') {only}",
+        f"app.volumes: anonymous volume '/scratch' {only}",
+        f"app.volumes: named volume 'cache' (target '/cache') {only}",
+        f"app.volumes: a 'tmpfs' mount (target '/tmp') {only}",
+        f"app.volumes: named volume 'logs' (target '/logs') {only}",
+    ]
+    assert "volumes" not in one({"image": "x", "volumes": ["data:/data"]})[0]
+
+
+def test_bind_mount_options_and_unsupported_keys_are_warned():
+    body, warnings = one({"image": "x", "volumes": [
+        "/srv/a:/a:ro,z",
+        {"type": "bind", "source": "/srv/b", "target": "/b", "consistency": "cached",
+         "bind": {"propagation": "rshared", "create_host_path": False}},
+    ]})
+    assert body["volumes"] == [{"source": "/srv/a", "target": "/a", "read_only": True},
+                               {"source": "/srv/b", "target": "/b", "read_only": False}]
+    assert warnings == [
+        "app.volumes: option 'z' in '/srv/a:/a:ro,z' is not supported and was ignored",
+        "app.volumes: 'consistency' is not supported and was not applied",
+        "app.volumes.bind: 'propagation' is not supported and was not applied",
+        "app.volumes.bind: 'create_host_path: false' is not supported; Docker creates a missing host path",
+    ]
+
+
+def test_relative_bind_paths_resolve_against_the_compose_file(tmp_path):
+    body, warnings = one({"image": "x", "volumes": ["./conf:/etc/app", "../shared:/shared:ro", "~/x:/x"]},
+                         base_dir=tmp_path / "proj")
+    assert body["volumes"] == [
+        {"source": str(tmp_path / "proj" / "conf"), "target": "/etc/app", "read_only": False},
+        {"source": str(tmp_path / "shared"), "target": "/shared", "read_only": True},
+    ]
+    assert warnings[0] == (f"app.volumes: the relative path './conf' was resolved against the compose file's "
+                           f"directory to '{tmp_path / 'proj' / 'conf'}', a path on the node that runs the container")
+    assert warnings[2] == "app.volumes: '~/x' in '~/x:/x' was not applied: '~' is not expanded; use an absolute path"
+    f = tmp_path / "proj" / "compose.yaml"
+    f.parent.mkdir()
+    f.write_text("services:\n  app:\n    image: x\n    volumes: [./data:/data]\n")
+    assert load(f).services["app"]["volumes"][0]["source"] == str(tmp_path / "proj" / "data")
+
+
+@pytest.mark.parametrize("volumes, message", [
+    ("/a:/b", "app.volumes: must be a list"),
+    ([5], "app.volumes: invalid volume entry 5"),
+    (["/a:/b:ro:x"], "invalid volume '/a:/b:ro:x'"),
+    (["/a:"], "invalid volume '/a:'"),
+    (["/a:/b:rw,bogus"], "invalid volume option 'bogus'"),
+    ([{"type": "bind", "target": "/b"}], "a bind mount needs 'source'"),
+    ([{"type": "bind", "source": "/a"}], "a bind mount needs 'target'"),
+    ([{"type": "bind", "source": "/a", "target": "/b", "read_only": "yes"}], r"app.volumes.read_only: must be true"),
+    (["/a:relative"], "volumes.0.target"),
+    (["/a:/b", "/c:/b"], "two volumes mount on /b"),
+])
+def test_bad_volumes(volumes, message):
+    with pytest.raises(ComposeError, match=message):
+        one({"image": "x", "volumes": volumes})
+
+
 # ---------------------------------------------------------------- names, keys, malformed input
 
 def test_service_rename_and_collision():
@@ -733,14 +866,14 @@ def test_service_rename_and_collision():
 def test_unknown_and_extension_keys():
     t = translate({
         "x-defaults": {"a": 1}, "version": "3", "include": ["other.yml"], "name": "s",
-        "services": {"app": {"image": "x", "x-team": "core", "cap_add": ["NET_ADMIN"],
+        "services": {"app": {"image": "x", "x-team": "core", "cap_drop": ["NET_RAW"],
                              "deploy": {"x-note": 1, "rollback_config": {}}}},
     }, stack="s")
     assert t.warnings == [
         "top-level 'version' is not supported and was not applied",
         "top-level 'include' is not supported and was not applied",
         "app.deploy: 'rollback_config' is not supported and was not applied",
-        "app: 'cap_add' is not supported and was not applied",
+        "app: 'cap_drop' is not supported and was not applied",
     ]
 
 

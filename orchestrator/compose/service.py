@@ -1,0 +1,174 @@
+"""One compose service -> one Dockyard service body; `translate()` does every service of a file."""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from orchestrator.compose import deploy, fields, host, ports
+from orchestrator.compose.common import (
+    ComposeError, Translation, Warn, boolean, extra_keys, fail, label, mapping, str_value,
+)
+from orchestrator.spec import DNS_LABEL, ServiceApply
+
+# Top-level keys with a meaning here; 'name' is the project name, i.e. the stack.
+_TOP_KNOWN = {"services", "name"}
+_SERVICE_KNOWN = {
+    "image", "build", "command", "entrypoint", "environment", "env_file", "ports", "deploy",
+    "scale", "healthcheck", "labels", "restart", "stop_grace_period", "init", "pull_policy",
+    "cpus", "mem_limit", *host.KEYS,
+}
+
+
+def health(value: Any, name: str, warn: Warn) -> dict | None:
+    where = f"{name}.healthcheck"
+    hc = mapping(value, where)
+    if hc.get("disable") is True:
+        return None
+    extra_keys(hc, {"test", "interval", "timeout", "retries", "start_period", "disable"}, where, warn)
+    test = hc.get("test")
+    if test is None:
+        warn(f"{where}: no 'test' means the image's HEALTHCHECK, which Dockyard does not read; no health check was applied")
+        return None
+    if isinstance(test, str):  # a plain string runs in a shell, like CMD-SHELL
+        command = ["/bin/sh", "-c", test]
+    elif isinstance(test, list) and test and all(isinstance(x, str) for x in test):
+        kind, args = test[0], test[1:]
+        if kind == "NONE":
+            return None
+        if kind == "CMD" and args:
+            command = args
+        elif kind == "CMD-SHELL" and args:
+            command = ["/bin/sh", "-c", " ".join(args)]
+        else:
+            raise fail(f"{where}.test", "a list must be ['CMD', arg, ...], ['CMD-SHELL', 'command'] or ['NONE']")
+    else:
+        raise fail(f"{where}.test", "must be a string or a list of strings")
+    # Docker's defaults, not Dockyard's: the compose author tuned against these.
+    return {
+        "type": "exec", "command": command,
+        "interval": fields.parse_duration(hc.get("interval", "30s"), f"{where}.interval"),
+        "timeout": fields.parse_duration(hc.get("timeout", "30s"), f"{where}.timeout"),
+        "retries": hc.get("retries", 3),
+        "start_period": fields.parse_duration(hc.get("start_period", 0), f"{where}.start_period"),
+    }
+
+
+def _labels(svc: dict, name: str, warn: Warn) -> dict[str, str]:
+    labels = fields.pairs(svc.get("labels") or {}, f"{name}.labels", warn, bare_ok=True)
+    dep = mapping(svc.get("deploy"), f"{name}.deploy")
+    labels.update(fields.pairs(dep.get("labels") or {}, f"{name}.deploy.labels", warn, bare_ok=True))
+    for key in [k for k in labels if k.startswith("dockyard.")]:
+        warn(f"{name}: label '{key}' uses the reserved prefix 'dockyard.' and was skipped")
+        del labels[key]
+    return labels
+
+
+def service(svc: dict, name: str, stack: str, base_dir: Path, warn: Warn) -> dict:
+    if not svc.get("image"):
+        if "build" in svc:
+            raise fail(name, "has 'build' but no 'image': Dockyard does not build images; "
+                             "build and push it, then set 'image'")
+        raise fail(name, "'image' is required")
+    if "build" in svc:
+        warn(f"{name}: 'build' is not supported and was not applied; the image {svc['image']!r} is used as is")
+    body: dict = {"image": str_value(svc["image"], f"{name}.image")}
+    for key in ("command", "entrypoint"):
+        if svc.get(key) is not None:
+            body[key] = fields.command(svc[key], f"{name}.{key}")
+    if env := fields.env(svc, name, base_dir, warn):
+        body["env"] = env
+    if svc.get("ports"):
+        body["ports"] = ports.ports(svc["ports"], name, warn)
+    if labels := _labels(svc, name, warn):
+        body["labels"] = labels
+    if "stop_grace_period" in svc:  # Docker counts whole seconds; round up, never cut short
+        body["stop_timeout"] = math.ceil(fields.parse_duration(svc["stop_grace_period"], f"{name}.stop_grace_period"))
+    if "init" in svc:
+        body["init"] = boolean(svc["init"], f"{name}.init")
+    if "pull_policy" in svc:
+        pull = {"missing": "if-not-present", "if_not_present": "if-not-present",
+                "always": "always", "never": "never"}.get(svc["pull_policy"])
+        if pull:
+            body["pull"] = pull
+        else:
+            warn(f"{name}: pull_policy {svc['pull_policy']!r} is not supported; images are pulled if not present")
+    host.host(svc, name, base_dir, body, warn)
+    if "healthcheck" in svc and (hc := health(svc["healthcheck"], name, warn)):
+        body["health"] = hc
+    deploy.deploy(svc, name, body, warn)
+    body["stack"] = stack
+    extra_keys(svc, _SERVICE_KNOWN, name, warn)
+    return body
+
+
+_VARIABLE = re.compile(r"\$\$|\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _unescape(value: Any, found: list[str]) -> Any:
+    """Compose's '$$' is a literal '$' (commonly in healthcheck shell commands); undo it.
+    Real references ('${TAG}', '$HOME') are kept verbatim and collected for a warning:
+    interpolating them would need the host environment."""
+    if isinstance(value, str):
+        def sub(m: re.Match) -> str:
+            if m.group() == "$$":
+                return "$"
+            found.append(m.group())
+            return m.group()
+        return _VARIABLE.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _unescape(v, found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unescape(v, found) for v in value]
+    return value
+
+
+def _service_name(raw: Any, warn: Warn) -> str:
+    name = str(raw).replace("_", "-").lower()
+    if not DNS_LABEL.fullmatch(name):
+        raise ComposeError(f"service {raw!r}: the name cannot be made into a DNS label "
+                           "(1-63 letters, digits or '-', starting and ending with a letter or digit)")
+    if name != raw:
+        warn(f"service '{raw}' was renamed to '{name}' (Dockyard names are DNS labels)")
+    return name
+
+
+def translate(compose: dict, *, stack: str, base_dir: Path = Path(".")) -> Translation:
+    """Compose mapping -> service bodies and warnings; ComposeError if it cannot be done."""
+    if not isinstance(compose, dict):
+        raise ComposeError("a compose file must be a mapping at the top level")
+    if not isinstance(stack, str) or not DNS_LABEL.fullmatch(stack):
+        raise ComposeError(f"stack {stack!r} must be a DNS label")
+    result = Translation()
+    warn = result.warnings.append
+    for key in compose:
+        if key not in _TOP_KNOWN and not str(key).startswith("x-"):
+            warn(f"top-level '{key}' is not supported and was not applied")
+    if compose.get("name") is not None and label(str(compose["name"])) != stack:
+        warn(f"top-level 'name' {compose['name']!r} was ignored; the stack is {stack!r}")
+    services = compose.get("services")
+    if not isinstance(services, dict) or not services:
+        raise ComposeError("'services' must be a non-empty mapping of service name to definition")
+    for raw, svc in services.items():
+        name = _service_name(raw, warn)
+        if name in result.services:
+            raise ComposeError(f"service {raw!r}: its name {name!r} is already used by another service")
+        if not isinstance(svc, dict):
+            raise ComposeError(f"service {raw!r}: its definition must be a mapping")
+        variables: list[str] = []
+        svc = _unescape(svc, variables)
+        if variables:
+            refs = ", ".join(dict.fromkeys(variables))
+            warn(f"{name}: {refs} was kept verbatim; variables are not interpolated")
+        body = service(svc, name, stack, Path(base_dir), warn)
+        try:
+            ServiceApply.model_validate(body)
+        except ValidationError as e:
+            details = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors())
+            raise ComposeError(f"service {name!r} does not make a valid Dockyard service: {details}") from None
+        result.services[name] = body
+    return result
