@@ -93,7 +93,9 @@ class DockerDriver:
         self.node = node
         # from_env honours DOCKER_HOST / DOCKER_TLS_VERIFY; API version auto-negotiated,
         # so an older engine (20.10 speaks API 1.41) works with a newer SDK.
-        self.client = client or docker.from_env(timeout=CLIENT_TIMEOUT)
+        # a connection each for the start pool, the list, the events stream and the probes:
+        # the SDK's default pool of 10 makes busy agents open and drop connections
+        self.client = client or docker.from_env(timeout=CLIENT_TIMEOUT, max_pool_size=32)
         self.api = self.client.api
 
     # --- engine ------------------------------------------------------------------------
@@ -204,7 +206,9 @@ class DockerDriver:
             return DriverError(f"host port {port}/{proto} is already in use on this node: {text}")
         return DriverError(f"cannot start container: {text}")
 
-    def run(self, a: Assignment) -> Observed:
+    def run(self, a: Assignment, observe: bool = True) -> Observed | None:
+        """Create and start the container; with observe, inspect and return it (else None:
+        the agent's next list shows it, and one inspect per start adds up at 100 starts)."""
         spec = a.spec
         image = spec["image"]
         self._ensure_image(image, spec.get("pull") or "if-not-present")
@@ -275,6 +279,8 @@ class DockerDriver:
             except APIError:
                 log.warning("could not remove failed container %s", cid, exc_info=True)
             raise err from None
+        if not observe:
+            return None
         obs = self.inspect(cid)
         if obs is None:
             raise DriverError(f"container {name!r} vanished right after it started")

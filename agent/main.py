@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import signal
 import threading
 import time
@@ -107,7 +108,10 @@ class Agent:
     def poll_forever(self) -> None:
         while not self.stop.is_set():
             try:
-                gen, assignments, self.heartbeat = self.client.sync(self.generation, self.heartbeat, None)
+                # a random share off the wait: agents that polled together (a restart, a change
+                # for every node) drift apart instead of hitting the server in waves forever
+                wait = self.heartbeat * random.uniform(0.5, 1.0)
+                gen, assignments, self.heartbeat = self.client.sync(self.generation, wait, None)
                 self._take(gen, assignments)
             except AuthLost:
                 log.warning("credential refused; joining again")
@@ -262,7 +266,7 @@ class Agent:
 
     def _run(self, a: Assignment) -> None:
         try:
-            self.driver.run(a)
+            self.driver.run(a, observe=False)
             self.errors.pop(a.instance_id, None)
             self.run_failures.pop(a.instance_id, None)
             log.info("started %s slot %d (%s)", a.service, a.slot, a.instance_id)

@@ -66,7 +66,7 @@ class Conn:
             reused = self.writer is not None
             try:
                 return await asyncio.wait_for(self._request(method, path, body), timeout)
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError) as exc:
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, AttributeError) as exc:
                 self.close()
                 # the server closes idle keep-alive connections (uvicorn: after 5 s); like any
                 # HTTP client, retry once on a fresh connection when a reused one was gone
@@ -78,20 +78,20 @@ class Conn:
     async def _request(self, method: str, path: str, body: object) -> tuple[int, object]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.reader, self.writer
         data = b"" if body is None else json.dumps(body).encode()
         head = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}", f"Content-Length: {len(data)}"]
         if body is not None:
             head.append("Content-Type: application/json")
         head += [f"{k}: {v}" for k, v in self.headers.items()]
-        self.writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
-        assert self.reader is not None
-        status_line = await self.reader.readline()
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+        status_line = await reader.readline()
         if not status_line:
             raise ValueError("connection closed")
         status = int(status_line.split()[1])
         length, close = 0, False
         while True:
-            line = await self.reader.readline()
+            line = await reader.readline()
             if line in (b"\r\n", b"\n", b""):
                 break
             k, _, v = line.decode("latin-1").partition(":")
@@ -100,7 +100,7 @@ class Conn:
                 length = int(v)
             elif k == "connection" and v.strip().lower() == "close":
                 close = True
-        raw = await self.reader.readexactly(length) if length else b""
+        raw = await reader.readexactly(length) if length else b""
         if close:
             self.close()
         return status, (json.loads(raw) if raw else None)
@@ -212,7 +212,7 @@ class FakeAgent:
         # spread the agents' re-send clocks like independently started agents
         self.last_report = time.monotonic() - random.uniform(0, FULL_REPORT_EVERY)
         while not self.stop.is_set():
-            out = await self._sync(self.heartbeat, None)
+            out = await self._sync(self.heartbeat * random.uniform(0.5, 1.0), None)  # as agent/main.py
             if out is None:
                 continue
             if self._take(out) or time.monotonic() - self.last_report >= FULL_REPORT_EVERY:
@@ -299,6 +299,9 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     await asyncio.gather(*(join(a) for a in agents))
     rows.append((f"{args.agents} agents join", f"{time.monotonic() - t0:.2f} s", ""))
     tasks = [asyncio.get_running_loop().create_task(a.poll_forever()) for a in agents]
+    deadline = time.monotonic() + 60
+    while any(a.generation is None for a in agents) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)  # every agent got its first (empty) answer
     await asyncio.sleep(2.0)
     stats.recording = True
     cpu0, w0 = cpu_seconds(pid), time.monotonic()
@@ -314,7 +317,7 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     services = max(1, args.instances // args.replicas)
     names = [f"sim-svc-{i:03d}" for i in range(services)]
     total = services * args.replicas
-    api = httpx.AsyncClient(base_url=cluster.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=60)
+    api = httpx.AsyncClient(base_url=cluster.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=120)
     put_sem = asyncio.Semaphore(8)
     cpu0 = cpu_seconds(pid)
     t0 = time.monotonic()

@@ -2,10 +2,30 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
+from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from orchestrator.models import Event
+
+# called after a commit that recorded events, so SSE watchers wake at once (not on their timeout)
+_listeners: list[Callable[[], None]] = []
+
+
+def on_commit(fn: Callable[[], None]) -> None:
+    _listeners.append(fn)
+
+
+def off_commit(fn: Callable[[], None]) -> None:
+    if fn in _listeners:
+        _listeners.remove(fn)
+
+
+def _fire(session: Session) -> None:
+    session.info.pop("dy_events", None)
+    for fn in list(_listeners):
+        fn()
 
 
 def record(
@@ -23,6 +43,9 @@ def record(
         time=now or time.time(), kind=kind, message=message, service=service, node=node, instance=instance, actor=actor
     )
     s.add(ev)
+    if _listeners and not s.info.get("dy_events"):
+        s.info["dy_events"] = True
+        sa_event.listen(s, "after_commit", _fire, once=True)
     return ev
 
 

@@ -32,6 +32,8 @@ class Hub:
         self._lock = threading.Lock()
         # heartbeats live in memory: writing 1,000 of them a second to SQL buys nothing
         self.heartbeats: dict[str, float] = {}
+        # services whose instance states the loop waits on (None: not known yet, so all)
+        self.watched: frozenset[str] | None = None
         # node -> ((generation, report digest), when applied): the last report written to the
         # database, so unchanged re-sends can skip it (api/agent.py)
         self.reports: dict[str, tuple[tuple[str, int], float]] = {}

@@ -30,6 +30,15 @@ log = logging.getLogger("dockyard.loop")
 # Kicks (API writes, agent reports) bring the next pass forward, but passes start at least
 # this far apart: a burst of 1,000 reports makes a few passes, not 1,000.
 MIN_PASS_GAP = 0.1
+# ... and at least this many times the last pass's duration apart: a burst of writes on a big
+# cluster (a pass of 10,000 instances takes a few hundred ms) leaves the API and the agents
+# most of the CPU instead of back-to-back passes.
+PASS_GAP_FACTOR = 2.0
+# A kick waits until kicks have been quiet this long (but never more than KICK_MAX_DELAY):
+# a script applying 100 services gets them placed in one or two passes, so every node gets
+# its new assignments once, not once per service.
+KICK_QUIET = 0.05
+KICK_MAX_DELAY = 1.0
 # A pass that would find nothing to do is skipped (see Reconciler.run_pass); a full one
 # still runs at least this often, as a level-triggered safety net.
 FULL_PASS_EVERY = 10.0
@@ -79,7 +88,9 @@ class Reconciler:
         self._dirty = True
         self._running = False
         self._scheduled = False
+        self._first_kick: float | None = None  # first kick since the last pass started
         self._last_start = 0.0
+        self._last_duration = 0.0
         # skip bookkeeping: what the last full pass saw, and whether time alone can change it
         self._fingerprint: tuple | None = None
         self._waiting = True
@@ -88,6 +99,9 @@ class Reconciler:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
+        # counts as a pass for /readyz: the first real one follows at once, and a probe racing it
+        # should not see a freshly started server as broken
+        self.last_pass_at = time.time()
         self._job = self._sched.add_job(
             self.run_pass, "interval", seconds=self.interval, max_instances=1, coalesce=True,
             next_run_time=datetime.now(timezone.utc), misfire_grace_time=None,
@@ -101,15 +115,22 @@ class Reconciler:
     def kick(self) -> None:
         """Make the next pass come now (an edge trigger; the loop stays level-triggered).
 
-        A kick during a pass makes another one follow it; kicks while one is already
-        scheduled add nothing; passes start at least MIN_PASS_GAP apart."""
+        A kick during a pass makes another one follow it; kicks in a burst are taken
+        together (KICK_QUIET, KICK_MAX_DELAY); passes start at least MIN_PASS_GAP (and
+        PASS_GAP_FACTOR x the last full pass's duration) apart."""
         with self._flags:
             self._dirty = True
-            if self._running or self._scheduled:
-                return
+            if self._running:
+                return  # the pass schedules the next one when it ends
+            now = time.time()
+            if self._first_kick is None:
+                self._first_kick = now
+            when = max(min(now + KICK_QUIET, self._first_kick + KICK_MAX_DELAY), self._next_allowed())
             self._scheduled = True
-            when = max(time.time(), self._last_start + MIN_PASS_GAP)
         self._schedule(when)
+
+    def _next_allowed(self) -> float:
+        return self._last_start + max(MIN_PASS_GAP, PASS_GAP_FACTOR * self._last_duration)
 
     def _schedule(self, when: float) -> None:
         if self._job is not None and self._sched.running:
@@ -126,7 +147,7 @@ class Reconciler:
     def run_pass(self) -> None:
         with self._flags:
             self._running, self._scheduled = True, False
-            self._dirty = False
+            self._dirty, self._first_kick = False, None
             self._last_start = time.time()
         try:
             with self._lock:
@@ -138,7 +159,7 @@ class Reconciler:
                 if again:
                     self._scheduled = True
             if again:
-                self._schedule(self._last_start + MIN_PASS_GAP)
+                self._schedule(max(time.time(), self._next_allowed()))
 
     def _pass(self) -> None:
         start = time.perf_counter()
@@ -154,7 +175,8 @@ class Reconciler:
                 self.skipped += 1
                 return
             self._last_full = time.time()
-            touched = self.db.run(lambda s: self.reconcile(s, time.time()))
+            touched = self.db.run(self._full_pass)
+            self._last_duration = time.time() - self._last_full
             if touched:
                 self._waiting = True  # look again next interval: did what we asked for happen?
         except Exception:
@@ -167,6 +189,13 @@ class Reconciler:
         if touched:
             self.hub.bump(touched)
             self.hub.events_changed()
+
+    def _full_pass(self, s: Session) -> set[str]:
+        # Nothing is written before the commit: an autoflush in the middle would take
+        # SQLite's write lock for the rest of the pass (a few hundred ms at 10,000 instances)
+        # and hold up every agent report and API write meanwhile.
+        with s.no_autoflush:
+            return self.reconcile(s, time.time())
 
     def _state(self, s: Session) -> tuple[tuple, list[tuple]]:
         """(fingerprint of the desired and observed state, (node, status, last heartbeat) rows)."""
@@ -231,10 +260,14 @@ class Reconciler:
         metrics.PENDING.set(sum(1 for i in instances if i.desired_state == "running" and i.node_name is None))
         # Time alone can move a rollout (deadlines, readiness delays), a drain, or the retry of
         # unschedulable instances: while any is under way, passes are never skipped.
-        self._waiting = (any(svc.rollout_phase == "progressing" for svc in services.values())
-                         or any(i.desired_state == "running" and (i.node_name is None or i.node_name in drained)
-                                for i in instances)
-                         or bool(s.new or s.deleted or any(s.is_modified(o) for o in s.dirty)))
+        # Services whose instances' states the planner is waiting on (a rollout, a drain): an
+        # agent report about them kicks a pass at once; other state reports wait for the
+        # next interval (api/agent.py), so 10,000 "running" reports make a few passes.
+        watched = {svc.name for svc in services.values() if svc.rollout_phase == "progressing"}
+        watched |= {i.service_name for i in instances
+                    if i.desired_state == "running" and (i.node_name is None or i.node_name in drained)}
+        self.hub.watched = frozenset(watched)
+        self._waiting = bool(watched) or bool(s.new or s.deleted or any(s.is_modified(o) for o in s.dirty))
         self._fingerprint = fingerprint
         return touched
 

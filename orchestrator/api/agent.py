@@ -6,6 +6,8 @@ up to `wait` seconds for that list to change when the agent already has the curr
 """
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from typing import Any
 
@@ -20,7 +22,7 @@ from orchestrator import agent_keys, metrics
 from orchestrator.api.deps import State, YamlRoute, node_principal, principal, state
 from orchestrator.auth import Principal, bearer, check_join_token, hash_secret, new_secret
 from orchestrator.events import record
-from orchestrator.models import Instance, Node, Revision, Service
+from orchestrator.models import Event, Instance, Node, Revision, Service
 from orchestrator.spec import dns_label
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"], route_class=YamlRoute)
@@ -107,32 +109,99 @@ def join(body: JoinIn, st: State = Depends(state)) -> dict:
             "heartbeat_interval": st.hub.heartbeat_interval()}
 
 
-def _apply_report(st: State, node: str, report: list[ReportItem] | None, now: float) -> bool:
-    """Record heartbeat and observed state. Returns True when the loop should look again soon."""
-    def write(s):  # type: ignore[no-untyped-def]
-        kick = False
-        n = s.get(Node, node)
-        if n is not None and n.status == "down":
-            n.status, n.last_heartbeat = "ready", now
-            record(s, "node_ready", f"node {node} is back", node=node, now=now)
-            kick = True
-        if report is None:
-            return kick
-        seen = {r.instance_id: r for r in report}
-        for i in s.scalars(select(Instance).where(Instance.node_name == node)):
-            r = seen.get(i.id)
-            if r is None:
-                if i.desired_state == "stopped":
-                    s.delete(i)  # its container is gone: the instance is finished
-                    kick = True
-                elif i.state not in ("assigned", "pending"):
-                    i.state, i.ready_since, i.updated_at = "assigned", None, now
-                    kick = True
-                continue
-            kick |= _observe(i, r, now)
-        return kick
+class ReportWriter:
+    """Writes agent reports in batches: every report that arrived while the previous batch was
+    being written goes into the next one, in one transaction. SQLite has one writer at a time,
+    so a thousand agents reporting at once otherwise queue a thousand transactions (and the
+    API's writes behind them); batched, they cost a few commits.
+    One daemon thread per server; a batch that fails is retried report by report."""
 
-    return st.db.run(write)
+    def __init__(self, st: State):
+        self.st = st
+        self.cond = threading.Condition()
+        self.pending: list[tuple] = []
+        self.thread: threading.Thread | None = None
+
+    async def apply(self, node: str, report: list[ReportItem] | None, now: float) -> bool:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self.cond:
+            self.pending.append((node, report, now, loop, fut))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="reports", daemon=True)
+                self.thread.start()
+            self.cond.notify()
+        return await fut
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending:
+                    self.cond.wait()
+                batch, self.pending = self.pending[:REPORT_BATCH_MAX], self.pending[REPORT_BATCH_MAX:]
+            evented: list[bool] = []
+            results: list = []
+            try:
+                results = self.st.db.run(lambda s: [_write_report(s, self.st, n, r, t, evented)
+                                                    for n, r, t, _, _ in batch])
+            except Exception:
+                results = []
+                for n, r, t, _, _ in batch:  # one bad report must not fail the others
+                    try:
+                        results.append(self.st.db.run(lambda s: _write_report(s, self.st, n, r, t, evented)))
+                    except Exception as exc:
+                        results.append(exc)
+            if evented:
+                self.st.hub.events_changed()
+            for (_, _, _, loop, fut), res in zip(batch, results):
+                loop.call_soon_threadsafe(_settle, fut, res)
+
+
+def _settle(fut: asyncio.Future, res: object) -> None:
+    if fut.done():
+        return
+    if isinstance(res, BaseException):
+        fut.set_exception(res)
+    else:
+        fut.set_result(res)
+
+
+def _reports(st: State) -> ReportWriter:
+    w = getattr(st, "report_writer", None)
+    if w is None:
+        w = st.report_writer = ReportWriter(st)  # type: ignore[attr-defined]
+    return w
+
+
+def _write_report(s, st: State, node: str, report: list[ReportItem] | None, now: float,  # type: ignore[no-untyped-def]
+                  evented: list[bool]) -> bool:
+    """Apply one node's report in the caller's transaction; True when the loop should look soon."""
+    kick = False
+    n = s.get(Node, node)
+    if n is not None and n.status == "down":
+        n.status, n.last_heartbeat = "ready", now
+        record(s, "node_ready", f"node {node} is back", node=node, now=now)
+        kick = True
+    if report is None:
+        return kick
+    seen = {r.instance_id: r for r in report}
+    watched = st.hub.watched  # services the loop waits on (a rollout, a drain); None: all
+    for i in s.scalars(select(Instance).where(Instance.node_name == node)):
+        r = seen.get(i.id)
+        if r is None:
+            if i.desired_state == "stopped":
+                s.delete(i)  # its container is gone: the instance is finished
+                kick = True
+            elif i.state not in ("assigned", "pending"):
+                i.state, i.ready_since, i.updated_at = "assigned", None, now
+                kick |= watched is None or i.service_name in watched
+            continue
+        # a state change matters to the loop at once only where it waits on it; the next
+        # interval's pass sees the others (its fingerprint includes updated_at)
+        kick |= _observe(i, r, now) and (watched is None or i.service_name in watched)
+    if not kick and any(isinstance(o, Event) and o.node == node for o in s.new):
+        evented.append(True)  # events recorded (unhealthy, restarted): wake their watchers
+    return kick
 
 
 def _observe(i: Instance, r: ReportItem, now: float) -> bool:
@@ -217,6 +286,7 @@ def _assignments(st: State, node: str) -> list[dict]:
 # again (a new credential) and removing the node forget it at once
 CREDENTIAL_CACHE_SECONDS = 30.0
 REPORT_REAPPLY_SECONDS = 60.0
+REPORT_BATCH_MAX = 500  # reports written in one transaction at most
 
 
 async def sync_principal(request: Request, authorization: str | None = Header(default=None)) -> Principal:
@@ -253,7 +323,7 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
     last = st.hub.reports.get(p.name)
     if key is not None and last is not None and last[0] == key and now - last[1] < REPORT_REAPPLY_SECONDS:
         pass
-    elif (body.report is not None or not recent) and await run_in_threadpool(_apply_report, st, p.name, body.report, now):
+    elif (body.report is not None or not recent) and await _reports(st).apply(p.name, body.report, now):
         st.loop.kick()
         st.hub.events_changed()  # a report may have recorded events (unhealthy, restarted)
     if key is not None and (last is None or last[0] != key or now - last[1] >= REPORT_REAPPLY_SECONDS):

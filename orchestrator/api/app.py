@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from orchestrator import __version__, errors, metrics, policy
+from orchestrator import __version__, errors, events, metrics, policy
 from orchestrator.api import agent, cluster, services
 from orchestrator.api import logs as logs_api
 from orchestrator.api import security, tokens
@@ -59,11 +59,13 @@ def create_app(settings: Settings) -> FastAPI:
         hub = Hub(heartbeat_interval=settings.heartbeat_interval)
         loop = Reconciler(db, hub, interval=settings.loop_interval, node_ttl=settings.node_ttl)
         app.state.dy = State(db, hub, loop, settings)
+        events.on_commit(hub.events_changed)
         loop.start()
         log.info("dockyard server %s ready on %s:%s", __version__, settings.host, settings.port)
         try:
             yield
         finally:
+            events.off_commit(hub.events_changed)
             loop.stop()
             db.engine.dispose()
 
