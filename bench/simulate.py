@@ -335,7 +335,7 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     rows.append((f"PUT {services} services x {args.replicas} replicas", f"{t_put:.2f} s", ""))
     rows.append((f"{total} instances placed and assigned to {args.agents} nodes",
                  "timeout" if t_assigned is None else f"{t_put + t_assigned:.2f} s", "target <= 5 s (10,000 on 1,000)"))
-    rows.append((f"... and their running reports acknowledged",
+    rows.append(("... and their running reports acknowledged",
                  "timeout" if t_acked is None else f"{t_all:.2f} s", ""))
     rows.append(("server CPU during placement", f"{cpu_seconds(pid) - cpu0:.1f} s", ""))
     print(f"  placement done: assigned {stats.assigned}/{total}, acked {stats.acked}/{total} (load {loadavg()})",

@@ -18,7 +18,7 @@ class Settings:
     heartbeat_interval: float = 1.0
     history_limit: int = 10
     log_level: str = "info"
-    # security (see docs/security.md)
+    # security (see README, Security)
     allow: tuple[str, ...] = ()  # host privileges specs may use: privileged, host-network, host-pid, cap:X, bind:/p
     tls_cert: Path | None = None
     tls_key: Path | None = None

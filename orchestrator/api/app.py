@@ -1,6 +1,7 @@
 """The FastAPI application: wiring, lifespan (migrate, bootstrap, loop) and health endpoints."""
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -61,6 +62,11 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.dy = State(db, hub, loop, settings)
         events.on_commit(hub.events_changed)
         loop.start()
+        # Everything built so far (modules, the app, mappers, pydantic models) lives as long as
+        # the process: move it out of the garbage collector's way. Full collections otherwise
+        # rescan it all, ~100 ms pauses that every request in flight waits out.
+        gc.collect()
+        gc.freeze()
         log.info("dockyard server %s ready on %s:%s", __version__, settings.host, settings.port)
         try:
             yield

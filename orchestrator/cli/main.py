@@ -41,7 +41,7 @@ LogOpt = typer.Option("info", "--log-level", envvar="DOCKYARD_LOG_LEVEL")
 TlsCertOpt = typer.Option(None, "--tls-cert", envvar="DOCKYARD_TLS_CERT", help="serve HTTPS with this PEM certificate (chain)")
 TlsKeyOpt = typer.Option(None, "--tls-key", envvar="DOCKYARD_TLS_KEY", help="the PEM private key of --tls-cert")
 AllowOpt = typer.Option([], "--allow", envvar="DOCKYARD_ALLOW", help="host privileges specs may use (admins only), comma "
-                        "separated: privileged, host-network, host-pid, cap:NAME, bind:/host/path (docs/security.md)")
+                        "separated: privileged, host-network, host-pid, cap:NAME, bind:/host/path (README, Security)")
 CaOpt = typer.Option(None, "--ca-file", envvar="DOCKYARD_CA_FILE", help="PEM CA bundle to verify the server's TLS certificate")
 
 
