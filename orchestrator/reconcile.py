@@ -42,7 +42,6 @@ KICK_MAX_DELAY = 1.0
 # A pass that would find nothing to do is skipped (see Reconciler.run_pass); a full one
 # still runs at least this often, as a level-triggered safety net.
 FULL_PASS_EVERY = 10.0
-LIVE_STATES_EXCLUDED = ("lost",)
 
 
 # The instance columns a pass reads or writes; the others (host ports: JSON to decode for
@@ -253,7 +252,7 @@ class Reconciler:
             record(s, "node_drain_complete", f"node {name} is drained: all its instances run elsewhere",
                    node=name, now=now)
         touched |= self._place(s, services, nodes, instances, specs, now)
-        touched |= self._collect(s, instances, nodes)
+        self._collect(s, instances, nodes)
         metrics.NODES.clear()
         for n in nodes.values():
             metrics.NODES.labels(status=n.status, availability=n.availability).inc()
@@ -383,12 +382,11 @@ class Reconciler:
             svc.status_message = reasons.get(svc.name, "")
         return touched
 
-    def _collect(self, s: Session, instances: list[Instance], nodes: dict[str, Node]) -> set[str]:
+    def _collect(self, s: Session, instances: list[Instance], nodes: dict[str, Node]) -> None:
         """Forget stopped instances that have no node to run on (never placed, or node removed)."""
         for i in instances:
             if i.desired_state == "stopped" and (i.node_name is None or i.node_name not in nodes):
                 s.delete(i)
-        return set()
 
 
 def revision_specs(s: Session, services: dict[str, Service], instances: list[Instance]) -> dict[tuple[str, int], dict]:

@@ -55,7 +55,12 @@ def age(t: Any, now: float | None = None) -> str:
     ts = epoch(t)
     if ts is None:
         return "-"
-    secs = max(0, int((time.time() if now is None else now) - ts))
+    return span(max(0.0, (time.time() if now is None else now) - ts))
+
+
+def span(secs: float) -> str:
+    """A duration in its largest whole unit below two of the next: '45s', '12m', '3h', '5d'."""
+    secs = int(secs)
     if secs < 120:
         return f"{secs}s"
     if secs < 7200:

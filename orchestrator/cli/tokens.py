@@ -48,14 +48,7 @@ def _span(secs: float, up: bool = False) -> str:
             if secs < limit:
                 return _span(round(secs / unit) * unit)
         return _span(round(secs / 86400) * 86400)
-    secs = int(secs)
-    if secs < 120:
-        return f"{secs}s"
-    if secs < 7200:
-        return f"{secs // 60}m"
-    if secs < 172800:
-        return f"{secs // 3600}h"
-    return f"{secs // 86400}d"
+    return render.span(secs)
 
 
 def until(expires_at: Any, now: float | None = None) -> str:
