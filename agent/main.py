@@ -110,8 +110,15 @@ class Agent:
             try:
                 # a random share off the wait: agents that polled together (a restart, a change
                 # for every node) drift apart instead of hitting the server in waves forever
-                wait = self.heartbeat * random.uniform(0.5, 1.0)
-                gen, assignments, self.heartbeat = self.client.sync(self.generation, wait, None)
+                wait = self.heartbeat * random.uniform(0.75, 1.0)
+                # the periodic re-send of an unchanged report (level-triggered) rides on the
+                # long poll instead of costing the server a request of its own; changes are
+                # reported at once by report()
+                last = self._last_report
+                resend = last if last is not None and time.time() - self._last_report_at >= FULL_REPORT_EVERY else None
+                gen, assignments, self.heartbeat = self.client.sync(self.generation, wait, resend)
+                if resend is not None:
+                    self._last_report_at = time.time()
                 self._take(gen, assignments)
             except AuthLost:
                 log.warning("credential refused; joining again")
@@ -124,8 +131,8 @@ class Agent:
     def report(self, observed: list[Observed], force: bool = False) -> None:
         items = self._report_items(observed)
         now = time.time()
-        if not force and items == self._last_report and now - self._last_report_at < FULL_REPORT_EVERY:
-            return
+        if not force and items == self._last_report:
+            return  # unchanged: poll_forever re-sends it now and then
         try:
             gen, assignments, _ = self.client.sync(self.generation, 0, items)
             self._last_report, self._last_report_at = items, now

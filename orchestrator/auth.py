@@ -34,6 +34,7 @@ class Principal:
     name: str  # token name or node name
     role: str  # viewer | operator | admin | node
     token_id: str | None = None
+    expires_at: float | None = None  # an API token's expiry (cached principals are re-checked then)
 
     def require(self, role: str) -> None:
         if self.kind == "node":
@@ -64,7 +65,7 @@ def authenticate(s: Session, secret: str, now: float) -> Principal:
         # last-used is informative: only write it when stale, so reads stay read-only
         if tok.last_used_at is None or now - tok.last_used_at > 60:
             tok.last_used_at = now
-        return Principal("token", tok.name, tok.role, tok.id)
+        return Principal("token", tok.name, tok.role, tok.id, tok.expires_at)
     node = s.scalars(select(Node).where(Node.credential_hash == h)).first()
     if node is not None and hmac.compare_digest(node.credential_hash, h):
         return Principal("node", node.name, "node")

@@ -37,8 +37,12 @@ class Hub:
         # node -> ((generation, report digest), when applied): the last report written to the
         # database, so unchanged re-sends can skip it (api/agent.py)
         self.reports: dict[str, tuple[tuple[str, int], float]] = {}
-        # node credential hash -> (principal, when checked against the database); see api/agent.py
-        self._credentials: dict[str, tuple[object, float]] = {}
+        # credential hash -> (principal, expires_at, when checked against the database): API
+        # tokens and node credentials, so that a request costs no database read to authenticate
+        # (api/deps.py). Revoking a token or removing a node forgets its entries at once; the
+        # epoch stops a check that raced the revocation from caching what it read before it.
+        self._credentials: dict[str, tuple[object, float | None, float]] = {}
+        self._credential_epoch = 0
 
     def generation(self, node: str) -> str:
         return f"{self.epoch}:{self._gen[node]}"
@@ -52,17 +56,33 @@ class Hub:
         for loop, ev in woken:
             loop.call_soon_threadsafe(ev.set)
 
-    def node_credential(self, digest: str, now: float, ttl: float) -> object | None:
+    def credential(self, digest: str, now: float, ttl: float) -> object | None:
         hit = self._credentials.get(digest)
-        return hit[0] if hit is not None and now - hit[1] < ttl else None
+        if hit is None or now - hit[2] >= ttl or (hit[1] is not None and hit[1] <= now):
+            return None  # unknown, checked too long ago, or expired since (checked again: 401)
+        return hit[0]
 
-    def remember_node_credential(self, digest: str, principal: object, now: float) -> None:
-        self._credentials[digest] = (principal, now)
+    def credential_epoch(self) -> int:
+        return self._credential_epoch
+
+    def remember_credential(self, digest: str, principal: object, expires_at: float | None, now: float,
+                            epoch: int) -> None:
+        with self._lock:
+            if epoch == self._credential_epoch:
+                self._credentials[digest] = (principal, expires_at, now)
+
+    def _forget(self, gone) -> None:  # type: ignore[no-untyped-def]
+        with self._lock:
+            self._credential_epoch += 1
+            self._credentials = {d: v for d, v in self._credentials.items() if not gone(v[0])}
 
     def forget_node(self, node: str) -> None:
         """Drop cached credentials of a node (it joined again with a new one, or was removed)."""
-        with self._lock:
-            self._credentials = {d: v for d, v in self._credentials.items() if getattr(v[0], "name", None) != node}
+        self._forget(lambda p: getattr(p, "kind", None) == "node" and getattr(p, "name", None) == node)
+
+    def forget_token(self, token_id: str) -> None:
+        """Drop a revoked API token from the cache: its next request is checked again (401)."""
+        self._forget(lambda p: getattr(p, "token_id", None) == token_id)
 
     def heartbeat_interval(self) -> float:
         """Seconds between an agent's syncs: the configured interval, stretched past 200 nodes."""
@@ -82,17 +102,24 @@ class Hub:
     async def wait(self, node: str, known: str | None, timeout: float) -> None:
         if timeout <= 0 or known != self.generation(node):
             return
+        loop = asyncio.get_running_loop()
         ev = asyncio.Event()
         with self._lock:
             if known != self.generation(node):
                 return
-            self._waiters[node].append((asyncio.get_running_loop(), ev))
+            self._waiters[node].append((loop, ev))
+        # a timer rather than asyncio.wait_for, which wraps every long poll in a task of its own
+        timer = loop.call_later(timeout, ev.set)
         try:
-            await asyncio.wait_for(ev.wait(), timeout)
-        except asyncio.TimeoutError:
+            await ev.wait()
+        finally:
+            timer.cancel()
             with self._lock:
-                lst = self._waiters.get(node, [])
-                lst[:] = [w for w in lst if w[1] is not ev]
+                lst = self._waiters.get(node)
+                if lst:  # timed out (a bump takes the whole list)
+                    lst[:] = [w for w in lst if w[1] is not ev]
+                    if not lst:
+                        del self._waiters[node]
 
     def events_changed(self) -> None:
         with self._lock:

@@ -13,3 +13,24 @@ SERVICES = Gauge("dockyard_services", "Services known to the server", registry=R
 INSTANCES = Gauge("dockyard_instances", "Instances by observed state", ["state"], registry=REGISTRY)
 REQUESTS = Counter("dockyard_http_requests_total", "HTTP requests", ["method", "status"], registry=REGISTRY)
 SYNCS = Counter("dockyard_agent_syncs_total", "Agent sync calls answered", registry=REGISTRY)
+GC_PAUSE_SECONDS = Histogram(
+    "dockyard_gc_pause_seconds", "Garbage-collector pauses of the server process (every thread waits them out)",
+    ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=REGISTRY,
+)
+
+
+def watch_gc() -> None:
+    """Time every collection into GC_PAUSE_SECONDS (a pause stalls every request in flight)."""
+    import gc
+    import time
+
+    started: list[float] = [0.0]
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            GC_PAUSE_SECONDS.labels(str(info.get("generation"))).observe(time.perf_counter() - started[0])
+
+    if callback not in gc.callbacks:
+        gc.callbacks.append(callback)

@@ -6,23 +6,22 @@ up to `wait` seconds for that list to change when the agent already has the curr
 """
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
+from collections import defaultdict
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
-from orchestrator import agent_keys, metrics
-from orchestrator.api.deps import State, YamlRoute, node_principal, principal, state
-from orchestrator.auth import Principal, bearer, check_join_token, hash_secret, new_secret
+from orchestrator import agent_keys, assignments, metrics
+from orchestrator.api.deps import State, YamlRoute, node_principal, state
+from orchestrator.auth import Principal, check_join_token, hash_secret, new_secret
+from orchestrator.batching import Batcher
 from orchestrator.events import record
-from orchestrator.models import Event, Instance, Node, Revision, Service
+from orchestrator.models import Event, Instance, Node
 from orchestrator.spec import dns_label
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"], route_class=YamlRoute)
@@ -109,72 +108,51 @@ def join(body: JoinIn, st: State = Depends(state)) -> dict:
             "heartbeat_interval": st.hub.heartbeat_interval()}
 
 
-class ReportWriter:
-    """Writes agent reports in batches: every report that arrived while the previous batch was
-    being written goes into the next one, in one transaction. SQLite has one writer at a time,
-    so a thousand agents reporting at once otherwise queue a thousand transactions (and the
-    API's writes behind them); batched, they cost a few commits.
-    One daemon thread per server; a batch that fails is retried report by report."""
+def _write_reports(st: State, batch: list[tuple[str, list[ReportItem] | None, float]]) -> list[object]:
+    """Apply a batch of reports in one transaction (one result per report: kick the loop?);
+    if that fails, report by report, so one bad report does not fail the others."""
+    evented: list[bool] = []
 
-    def __init__(self, st: State):
-        self.st = st
-        self.cond = threading.Condition()
-        self.pending: list[tuple] = []
-        self.thread: threading.Thread | None = None
+    def write(s, items):  # type: ignore[no-untyped-def]
+        nodes = sorted({n for n, r, _ in items if r is not None})
+        by_node: dict[str, list[Instance]] = defaultdict(list)
+        for k in range(0, len(nodes), assignments.IN_CHUNK):
+            for i in s.scalars(select(Instance).where(Instance.node_name.in_(nodes[k:k + assignments.IN_CHUNK]))):
+                by_node[i.node_name].append(i)
+        return [_write_report(s, st, n, r, t, by_node.get(n, []), evented) for n, r, t in items]
 
-    async def apply(self, node: str, report: list[ReportItem] | None, now: float) -> bool:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        with self.cond:
-            self.pending.append((node, report, now, loop, fut))
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="reports", daemon=True)
-                self.thread.start()
-            self.cond.notify()
-        return await fut
-
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while not self.pending:
-                    self.cond.wait()
-                batch, self.pending = self.pending[:REPORT_BATCH_MAX], self.pending[REPORT_BATCH_MAX:]
-            evented: list[bool] = []
-            results: list = []
+    try:
+        results: list[object] = st.db.run(lambda s: write(s, batch))
+    except Exception:
+        results = []
+        for item in batch:
             try:
-                results = self.st.db.run(lambda s: [_write_report(s, self.st, n, r, t, evented)
-                                                    for n, r, t, _, _ in batch])
-            except Exception:
-                results = []
-                for n, r, t, _, _ in batch:  # one bad report must not fail the others
-                    try:
-                        results.append(self.st.db.run(lambda s: _write_report(s, self.st, n, r, t, evented)))
-                    except Exception as exc:
-                        results.append(exc)
-            if evented:
-                self.st.hub.events_changed()
-            for (_, _, _, loop, fut), res in zip(batch, results):
-                loop.call_soon_threadsafe(_settle, fut, res)
+                results += st.db.run(lambda s: write(s, [item]))
+            except Exception as exc:
+                results.append(exc)
+    if evented:
+        st.hub.events_changed()
+    return results
 
 
-def _settle(fut: asyncio.Future, res: object) -> None:
-    if fut.done():
-        return
-    if isinstance(res, BaseException):
-        fut.set_exception(res)
-    else:
-        fut.set_result(res)
+def _batchers(st: State) -> tuple[Batcher, Batcher]:
+    """(report writer, assignment reader) of this server, made on first use."""
+    b = getattr(st, "sync_batchers", None)
+    if b is None:
+        b = st.sync_batchers = (  # type: ignore[attr-defined]
+            Batcher("reports", lambda batch: _write_reports(st, batch), REPORT_BATCH_MAX),
+            Batcher("assignments", lambda nodes: _read_assignments(st, nodes), ASSIGNMENT_BATCH_MAX),
+        )
+    return b
 
 
-def _reports(st: State) -> ReportWriter:
-    w = getattr(st, "report_writer", None)
-    if w is None:
-        w = st.report_writer = ReportWriter(st)  # type: ignore[attr-defined]
-    return w
+def _read_assignments(st: State, nodes: list[str]) -> list[object]:
+    found = st.db.run(lambda s: assignments.read(s, nodes))
+    return [found[n] for n in nodes]
 
 
 def _write_report(s, st: State, node: str, report: list[ReportItem] | None, now: float,  # type: ignore[no-untyped-def]
-                  evented: list[bool]) -> bool:
+                  instances: list[Instance], evented: list[bool]) -> bool:
     """Apply one node's report in the caller's transaction; True when the loop should look soon."""
     kick = False
     n = s.get(Node, node)
@@ -186,7 +164,7 @@ def _write_report(s, st: State, node: str, report: list[ReportItem] | None, now:
         return kick
     seen = {r.instance_id: r for r in report}
     watched = st.hub.watched  # services the loop waits on (a rollout, a drain); None: all
-    for i in s.scalars(select(Instance).where(Instance.node_name == node)):
+    for i in instances:
         r = seen.get(i.id)
         if r is None:
             if i.desired_state == "stopped":
@@ -244,70 +222,13 @@ def _instance_events(i: Instance, before: tuple, prev_exit: int | None, now: flo
                service=i.service_name, node=i.node_name, instance=i.id, now=now)
 
 
-# (service, its created_at, revision) -> spec. A revision is immutable, and created_at tells a
-# re-created service (whose revision numbers start again at 1) from the deleted one, so
-# entries never go stale; they only pile up, by a few KiB per revision ever assigned.
-_SPECS: dict[tuple[str, float, int], dict] = {}
-_SPECS_MAX = 20_000
-
-
-def _assignments(st: State, node: str) -> list[dict]:
-    def read(s):  # type: ignore[no-untyped-def]
-        insts = s.execute(select(Instance.id, Instance.service_name, Instance.slot, Instance.revision,
-                                 Instance.restart_count)
-                          .where(Instance.node_name == node, Instance.desired_state == "running")).all()
-        names = {i.service_name for i in insts}
-        if not names:
-            return []
-        born = dict(s.execute(select(Service.name, Service.created_at).where(Service.name.in_(names))).all())
-        wanted = {(i.service_name, born[i.service_name], i.revision) for i in insts if i.service_name in born}
-        missing = wanted - _SPECS.keys()
-        if missing:
-            if len(_SPECS) > _SPECS_MAX:
-                _SPECS.clear()
-            need = {name for name, _, _ in missing}
-            for r in s.execute(select(Revision.service_name, Revision.number, Revision.spec)
-                               .where(Revision.service_name.in_(need))):
-                key = (r.service_name, born[r.service_name], r.number)
-                if key in missing:
-                    _SPECS[key] = r.spec
-        out = []
-        for i in insts:
-            spec = _SPECS.get((i.service_name, born.get(i.service_name, -1.0), i.revision))
-            if spec is not None:  # a revision pruned from history has nothing to run
-                out.append({"instance_id": i.id, "service": i.service_name, "slot": i.slot,
-                            "revision": i.revision, "spec": spec, "restart_count": i.restart_count})
-        return out
-
-    return st.db.run(read)
-
-
-# how long a node credential checked against the database is trusted from memory; joining
-# again (a new credential) and removing the node forget it at once
-CREDENTIAL_CACHE_SECONDS = 30.0
 REPORT_REAPPLY_SECONDS = 60.0
 REPORT_BATCH_MAX = 500  # reports written in one transaction at most
-
-
-async def sync_principal(request: Request, authorization: str | None = Header(default=None)) -> Principal:
-    """`node_principal`, remembering recently checked node credentials: 1,000 agents syncing
-    every second would otherwise cost two database reads (and a thread hop) per sync."""
-    st: State = request.app.state.dy
-    digest = hash_secret(bearer(authorization))
-    now = time.time()
-    p = st.hub.node_credential(digest, now, CREDENTIAL_CACHE_SECONDS)
-    if p is None:
-        p = node_principal(await run_in_threadpool(principal, request, authorization))
-        st.hub.remember_node_credential(digest, p, now)
-    request.state.principal = p
-    return p
-
-
-sync_principal.required_role = "node"  # type: ignore[attr-defined]  # read by api/security.py
+ASSIGNMENT_BATCH_MAX = 1000  # nodes whose assignments are read in one transaction at most
 
 
 @router.post("/sync", response_model=SyncOut)
-async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(sync_principal)) -> JSONResponse:
+async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(node_principal)) -> JSONResponse:
     now = time.time()
     previous = st.hub.heartbeats.get(p.name)
     st.hub.beat(p.name, now)
@@ -323,7 +244,7 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
     last = st.hub.reports.get(p.name)
     if key is not None and last is not None and last[0] == key and now - last[1] < REPORT_REAPPLY_SECONDS:
         pass
-    elif (body.report is not None or not recent) and await _reports(st).apply(p.name, body.report, now):
+    elif (body.report is not None or not recent) and await _batchers(st)[0].submit((p.name, body.report, now)):
         st.loop.kick()
         st.hub.events_changed()  # a report may have recorded events (unhealthy, restarted)
     if key is not None and (last is None or last[0] != key or now - last[1] >= REPORT_REAPPLY_SECONDS):
@@ -332,9 +253,9 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
     generation = st.hub.generation(p.name)
     # The agent already has this generation (a timed-out long poll, a report): say so
     # instead of reading and sending every assignment again.
-    assignments = None if generation == body.known else await run_in_threadpool(_assignments, st, p.name)
+    todo = None if generation == body.known else await _batchers(st)[1].submit(p.name)
     metrics.SYNCS.inc()
     # built by hand: validating thousands of assignment specs through the response model
     # on every sync costs more than the rest of the request
-    return JSONResponse({"node": p.name, "generation": generation, "assignments": assignments,
+    return JSONResponse({"node": p.name, "generation": generation, "assignments": todo,
                          "heartbeat_interval": st.hub.heartbeat_interval()})

@@ -5,6 +5,7 @@ import gc
 import logging
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import generate_latest
@@ -24,6 +25,7 @@ from orchestrator.hub import Hub
 from orchestrator.reconcile import Reconciler
 
 log = logging.getLogger("dockyard.server")
+REQUEST_THREADS = 24  # under db.POOL_SIZE
 
 
 class CountRequests:
@@ -61,11 +63,17 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.dy = State(db, hub, loop, settings)
         events.on_commit(hub.events_changed)
         loop.start()
+        # Request handlers that block (database work) run in this many threads. Threads past
+        # what the database can serve only queue for the GIL and for SQLite's write lock, and
+        # every thread runnable at once stretches the event loop's wait for the GIL (agents'
+        # long polls answer on the event loop).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = REQUEST_THREADS
         # Everything built so far (modules, the app, mappers, pydantic models) lives as long as
         # the process: move it out of the garbage collector's way. Full collections otherwise
         # rescan it all, ~100 ms pauses that every request in flight waits out.
         gc.collect()
         gc.freeze()
+        metrics.watch_gc()
         log.info("dockyard server %s ready on %s:%s", __version__, settings.host, settings.port)
         try:
             yield

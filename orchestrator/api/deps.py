@@ -7,9 +7,10 @@ from typing import Callable
 
 import yaml
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 
-from orchestrator.auth import Principal, authenticate, bearer
+from orchestrator.auth import Principal, authenticate, bearer, hash_secret
 from orchestrator.errors import BadRequest, Forbidden
 
 
@@ -20,20 +21,36 @@ class State:
         self.db, self.hub, self.loop, self.settings = db, hub, loop, settings
 
 
-def state(request: Request) -> State:
+# Dependencies are `async def` unless they do blocking work: FastAPI runs a plain `def`
+# dependency in its thread pool, and a thread hop per dependency per request is most of the
+# cost of a small request on a busy server (and of its latency when threads queue for the GIL).
+
+async def state(request: Request) -> State:
     return request.app.state.dy
 
 
-def principal(request: Request, authorization: str | None = Header(default=None)) -> Principal:
+# How long a credential checked against the database is trusted from memory. Revoking a token
+# (DELETE /v1/tokens/{id}), removing a node and a node joining again forget theirs at once; an
+# expiring token is checked again when it expires.
+CREDENTIAL_CACHE_SECONDS = 30.0
+
+
+async def principal(request: Request, authorization: str | None = Header(default=None)) -> Principal:
     secret = bearer(authorization)
     st: State = request.app.state.dy
-    p = st.db.run(lambda s: authenticate(s, secret, time.time()))
+    digest = hash_secret(secret)
+    now = time.time()
+    p = st.hub.credential(digest, now, CREDENTIAL_CACHE_SECONDS)
+    if p is None:
+        epoch = st.hub.credential_epoch()
+        p = await run_in_threadpool(st.db.run, lambda s: authenticate(s, secret, now))
+        st.hub.remember_credential(digest, p, p.expires_at, now, epoch)
     request.state.principal = p
-    return p
+    return p  # type: ignore[return-value]
 
 
 def role(required: str) -> Callable[..., Principal]:
-    def dep(p: Principal = Depends(principal)) -> Principal:
+    async def dep(p: Principal = Depends(principal)) -> Principal:
         p.require(required)
         return p
 
@@ -41,7 +58,7 @@ def role(required: str) -> Callable[..., Principal]:
     return dep
 
 
-def node_principal(p: Principal = Depends(principal)) -> Principal:
+async def node_principal(p: Principal = Depends(principal)) -> Principal:
     if p.kind != "node":
         raise Forbidden("this endpoint is for agents: use the node credential issued at join")
     return p
@@ -50,7 +67,7 @@ def node_principal(p: Principal = Depends(principal)) -> Principal:
 node_principal.required_role = "node"  # type: ignore[attr-defined]
 
 
-def if_match(if_match: str | None = Header(default=None, alias="If-Match")) -> int | None:
+async def if_match(if_match: str | None = Header(default=None, alias="If-Match")) -> int | None:
     if if_match is None:
         return None
     raw = if_match.strip().removeprefix("W/").strip('"')

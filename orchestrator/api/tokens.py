@@ -129,7 +129,9 @@ def delete_token(token_id: str, st: State = Depends(state), p: Principal = Depen
         record(s, "token_deleted", f"token {t.name!r} ({t.role}) revoked", actor=p.label)
         return {"id": token_id, "name": t.name, "deleted": True}
 
-    return st.db.run(write)
+    out = st.db.run(write)
+    st.hub.forget_token(token_id)  # its next request is checked again: 401
+    return out
 
 
 @router.post("/cluster/join-token/rotate", response_model=JoinTokenOut, responses=ERRORS, tags=["cluster"])

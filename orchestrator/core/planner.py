@@ -25,7 +25,7 @@ FAILED_RESTARTS = 2
 RUNNING_STATES = frozenset({"running", "healthy"})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InstanceView:
     id: str
     slot: int

@@ -1,0 +1,87 @@
+"""The server's fast paths answer exactly as the slow ones: a no-op apply read without the
+write lock, cached credentials, assignments read for many nodes in one batch."""
+from __future__ import annotations
+
+import threading
+
+from fastapi.testclient import TestClient
+
+from tests.api.principals import assert_error_shape, bearer, join_node, make_token
+
+SPEC = {"image": "busybox:1", "command": ["sleep", "60"], "replicas": 2}
+
+
+def _events(client) -> list[dict]:  # type: ignore[no-untyped-def]
+    return client.get("/v1/events", params={"service": "web"}).json()
+
+
+def test_noop_apply_writes_nothing_and_still_checks_the_version(client):
+    assert client.put("/v1/services/web", json=SPEC).status_code == 201
+    before = _events(client)
+    r = client.put("/v1/services/web", json=SPEC)
+    assert r.status_code == 200 and r.json()["version"] == 1 and r.headers["ETag"] == '"1"'
+    assert r.json()["status"]["replicas"] == 2 and r.json()["spec"]["image"] == "busybox:1"
+    assert _events(client) == before
+    # a stale version is refused even when nothing would change
+    err = assert_error_shape(client.put("/v1/services/web", json={**SPEC, "version": 7}), 409, "conflict")
+    assert err["current_version"] == 1
+    assert_error_shape(client.put("/v1/services/web", json=SPEC, headers={"If-Match": '"3"'}), 409, "conflict")
+    assert client.put("/v1/services/web", json=SPEC, headers={"If-Match": '"1"'}).status_code == 200
+    # a stack given for the first time, or another replica count, is a change
+    assert client.put("/v1/services/web", json={**SPEC, "stack": "shop"}).json()["version"] == 2
+    assert client.put("/v1/services/web", json={**SPEC, "replicas": 3}).json()["version"] == 3
+
+
+def test_cached_credentials_follow_role_and_revocation(client, anon):
+    viewer = make_token(client, "viewer", "looker")
+    assert anon.get("/v1/services", headers=bearer(viewer)).status_code == 200
+    # cached now: the role is still enforced from the cache
+    assert_error_shape(anon.put("/v1/services/x", json=SPEC, headers=bearer(viewer)), 403, "forbidden")
+    tid = next(t["id"] for t in client.get("/v1/tokens").json() if t["name"] == "looker")
+    assert client.delete(f"/v1/tokens/{tid}").status_code == 200
+    assert_error_shape(anon.get("/v1/services", headers=bearer(viewer)), 401, "unauthorized")
+
+
+def test_a_cached_token_stops_working_when_it_expires(client, anon, monkeypatch):
+    monkeypatch.setattr("orchestrator.api.deps.CREDENTIAL_CACHE_SECONDS", 3600.0)  # expiry, not cache age
+    r = client.post("/v1/tokens", json={"name": "short", "role": "viewer", "expires_in": 60})
+    secret = r.json()["token"]
+    assert anon.get("/v1/services", headers=bearer(secret)).status_code == 200  # cached
+    import time as real_time
+
+    later = real_time.time() + 120
+    monkeypatch.setattr("orchestrator.api.deps.time.time", lambda: later)
+    assert_error_shape(anon.get("/v1/services", headers=bearer(secret)), 401, "unauthorized")
+
+
+def test_a_removed_or_rejoined_node_credential_stops_working_at_once(client, anon):
+    old = join_node(client, "n1")
+    assert anon.post("/v1/agent/sync", json={}, headers=bearer(old)).status_code == 200  # cached
+    new = join_node(client, "n1")
+    assert_error_shape(anon.post("/v1/agent/sync", json={}, headers=bearer(old)), 401, "unauthorized")
+    assert anon.post("/v1/agent/sync", json={}, headers=bearer(new)).status_code == 200
+
+
+def test_concurrent_syncs_each_get_their_own_nodes_assignments(client):
+    creds = {f"n{k}": join_node(client, f"n{k}") for k in range(6)}
+    assert client.put("/v1/services/web", json={**SPEC, "replicas": 12}).status_code == 201
+    out: dict[str, list] = {}
+
+    def sync(node: str) -> None:
+        c = TestClient(client.app)
+        for _ in range(100):  # until the loop has placed everything
+            body = c.post("/v1/agent/sync", json={}, headers=bearer(creds[node])).json()
+            if len(body["assignments"]) == 2:
+                out[node] = body["assignments"]
+                return
+            threading.Event().wait(0.05)
+
+    threads = [threading.Thread(target=sync, args=(n,)) for n in creds]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert set(out) == set(creds)  # spread: 2 per node
+    placed = {a["instance_id"]: n for n, lst in out.items() for a in lst}
+    assert len(placed) == 12
+    instances = client.get("/v1/instances", params={"service": "web"}).json()
+    assert {i["id"]: i["node"] for i in instances} == placed
+    assert all(a["spec"]["image"] == "busybox:1" and a["service"] == "web" for lst in out.values() for a in lst)
