@@ -66,10 +66,21 @@ def machine() -> dict[str, str]:
             "docker engine": engine or "?", "python": platform.python_version(), "load average": loadavg()}
 
 
+def speed_probe() -> float:
+    """Milliseconds for a fixed pure-Python loop: shared machines change speed from one hour to
+    the next (by 1.7x on ours), so every run prints it next to its figures."""
+    t0 = time.perf_counter()
+    total = 0
+    for i in range(3_000_000):
+        total += i
+    return (time.perf_counter() - t0) * 1000
+
+
 def print_machine(title: str) -> None:
     m = machine()
     print(f"# {title}")
-    print("# machine: " + ", ".join(f"{k} {v}" for k, v in m.items()))
+    print("# machine: " + ", ".join(f"{k} {v}" for k, v in m.items())
+          + f", speed probe {speed_probe():.0f} ms (a 3M-step Python loop; lower is faster)")
 
 
 # ---- statistics ------------------------------------------------------------------------------

@@ -298,6 +298,7 @@ async def stalls(api: httpx.AsyncClient) -> dict[str, float]:
             out["gc_short"] += float(line.split()[-1])
         elif line.startswith("dockyard_gc_pause_seconds_sum"):
             out["gc_seconds"] += float(line.split()[-1])
+            out["gc_seconds_gen" + line.split('generation="')[1][0]] += float(line.split()[-1])
         elif line.startswith("dockyard_reconcile_pass_seconds_count"):
             out["passes"] += float(line.split()[-1])
         elif line.startswith("dockyard_reconcile_pass_seconds_sum"):
@@ -311,7 +312,8 @@ def stall_row(before: dict[str, float], after: dict[str, float]) -> tuple[str, s
     passes = d["passes"]
     return ("  server stalls: full reconcile passes; GC pauses > 50 ms",
             f"{passes:.0f} passes, {d['pass_seconds'] / passes * 1000 if passes else 0:.0f} ms each; "
-            f"{d['gc_long']:.0f} GC pauses > 50 ms ({d['gc_seconds'] * 1000:.0f} ms of GC in all)", "")
+            f"{d['gc_long']:.0f} GC pauses > 50 ms ({d['gc_seconds'] * 1000:.0f} ms of GC in all)",
+            "GC ms by generation: " + " / ".join(f"{d.get(f'gc_seconds_gen{g}', 0) * 1000:.0f}" for g in "012"))
 
 
 def ms(x: float) -> str:
@@ -379,7 +381,10 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
           flush=True)
 
     # -- steady state
-    await asyncio.sleep(3.0)  # let the loop settle after the burst
+    # Steady state: after one full re-send cycle. Agents re-send their report every 10 s, and
+    # the first re-sends after placement can still carry changes to write (an agent's report
+    # raced a newer assignment), so the 10 s after the last acknowledgement are convergence.
+    await asyncio.sleep(FULL_REPORT_EVERY + 2.0)
     stats.poll_excess.clear()
     stats.report_rtt.clear()
     stats.recording = True

@@ -124,11 +124,20 @@ def _sqlite_for_update(state) -> None:  # type: ignore[no-untyped-def]
         state.session.info["wlock"] = txn
 
 
+def _mark_writes(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+    if statement.lstrip()[:7].upper().startswith(WRITE_STATEMENTS):
+        conn.info["dy_wrote"] = True
+
+
 class Database:
     def __init__(self, url: str):
         self.url = url
         self.engine = make_engine(url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
+        # committed transactions that wrote something: what read caches check (api/services.py)
+        self.writes = 0
+        event.listen(self.engine, "before_cursor_execute", _mark_writes)
+        event.listen(self.engine, "rollback", lambda conn: conn.info.pop("dy_wrote", None))
         if url.startswith("sqlite"):
             event.listen(self._factory, "do_orm_execute", _sqlite_for_update)
 
@@ -137,8 +146,14 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self._factory() as s, s.begin():
-            yield s
+        with self._factory() as s:
+            with s.begin():
+                yield s
+                s.flush()  # so that the write below is seen before the commit
+                wrote = s.connection().info.pop("dy_wrote", False)
+            if wrote:
+                # counted once committed: a reader that sees the new count reads the new data
+                self.writes += 1
 
     def run(self, fn: Callable[[Session], T], attempts: int = 5) -> T:
         """Run fn in one transaction, retrying when SQLite reports the database locked."""

@@ -12,6 +12,7 @@ from fastapi.routing import APIRoute
 
 from orchestrator.auth import Principal, authenticate, bearer, hash_secret
 from orchestrator.errors import BadRequest, Forbidden
+from orchestrator.read_cache import ReadCache
 
 
 class State:
@@ -19,6 +20,7 @@ class State:
 
     def __init__(self, db, hub, loop, settings):  # type: ignore[no-untyped-def]
         self.db, self.hub, self.loop, self.settings = db, hub, loop, settings
+        self.reads = ReadCache(db)
 
 
 # Dependencies are `async def` unless they do blocking work: FastAPI runs a plain `def`

@@ -5,6 +5,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Header, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,7 +45,7 @@ class RollbackIn(BaseModel):
 
 def _one(st: State, name: str) -> dict:
     def read(s):  # type: ignore[no-untyped-def]
-        svc = ops.load(s, name)
+        svc = ops.read(s, name)
         return ops.service_dict(svc, ops.live_instances(s, [name])[name], time.time())
 
     return st.db.run(read)
@@ -83,18 +84,38 @@ def list_services(stack: str | None = None, st: State = Depends(state), _: Princ
     return st.db.run(read)
 
 
+async def _cached_one(st: State, name: str) -> dict:
+    """_one, answered from the read cache (orchestrator/read_cache.py) when nothing was written since."""
+    now = time.time()
+    out = st.reads.get(name, now)
+    if out is None:
+        stamp = st.reads.stamp()
+        out = await run_in_threadpool(_one, st, name)
+        st.reads.put(name, stamp, now, out)
+    return out
+
+
 @router.get("/{name}", response_model=ServiceOut, responses=ERRORS)
-def get_service(name: str, response: Response, st: State = Depends(state), _: Principal = Depends(role("viewer"))):
-    return _etag(response, _one(st, name))
+async def get_service(name: str, response: Response, st: State = Depends(state),
+                      _: Principal = Depends(role("viewer"))):
+    return _etag(response, await _cached_one(st, name))
 
 
 @router.put("/{name}", response_model=ServiceOut, status_code=200, responses={**ERRORS, 201: {"description": "created", "model": ServiceOut}})
-def put_service(name: str, body: ServiceApply, response: Response, match: int | None = Depends(if_match),
-                cause: str | None = Depends(change_cause), st: State = Depends(state),
-                p: Principal = Depends(role("operator"))):
-    now = time.time()
+async def put_service(name: str, body: ServiceApply, response: Response, match: int | None = Depends(if_match),
+                      cause: str | None = Depends(change_cause), st: State = Depends(state),
+                      p: Principal = Depends(role("operator"))):
     if cause and body.change_cause is None:  # the body's field wins over the header
         body = body.model_copy(update={"change_cause": cause})
+    cached = st.reads.get(name, time.time())
+    if cached is not None and ops.is_noop(name, cached["version"], cached["replicas"], cached["stack"],
+                                          cached["spec"], body, match):
+        return _etag(response, cached)  # nothing to write, nothing for the loop to do
+    return await run_in_threadpool(_put, st, name, body, response, match, p)
+
+
+def _put(st: State, name: str, body: ServiceApply, response: Response, match: int | None, p: Principal) -> JSONResponse:
+    now = time.time()
 
     def same(s):  # type: ignore[no-untyped-def]
         svc = ops.unchanged(s, name, body, if_match=match)

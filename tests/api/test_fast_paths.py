@@ -85,3 +85,22 @@ def test_concurrent_syncs_each_get_their_own_nodes_assignments(client):
     instances = client.get("/v1/instances", params={"service": "web"}).json()
     assert {i["id"]: i["node"] for i in instances} == placed
     assert all(a["spec"]["image"] == "busybox:1" and a["service"] == "web" for lst in out.values() for a in lst)
+
+
+def test_a_read_after_any_write_is_fresh(client):
+    cred = join_node(client, "n1")
+    assert client.put("/v1/services/web", json={**SPEC, "replicas": 1}).status_code == 201
+    for _ in range(100):  # until the loop placed it and the agent has it
+        got = client.post("/v1/agent/sync", json={}, headers=bearer(cred)).json()["assignments"]
+        if got:
+            break
+        threading.Event().wait(0.05)
+    iid = got[0]["instance_id"]
+    assert client.get("/v1/services/web").json()["status"]["running"] == 0
+    assert client.get("/v1/services/web").json()["status"]["running"] == 0  # maybe from the cache
+    report = [{"instance_id": iid, "container_id": "c1", "state": "running"}]
+    assert client.post("/v1/agent/sync", json={"report": report}, headers=bearer(cred)).status_code == 200
+    # the report was written: the next read shows it, cache or not
+    assert client.get("/v1/services/web").json()["status"]["running"] == 1
+    assert client.patch("/v1/services/web", json={"replicas": 2}).status_code == 200
+    assert client.get("/v1/services/web").json()["replicas"] == 2
