@@ -7,7 +7,6 @@ are made by the pure core; this module only loads, applies and notifies.
 """
 from __future__ import annotations
 
-import gc
 import logging
 import secrets
 import threading
@@ -19,7 +18,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, load_only
 
-from orchestrator import metrics
+from orchestrator import gcpause, metrics
 from orchestrator.core import drain, planner, scheduler
 from orchestrator.core.constraints import parse_constraint
 from orchestrator.db import Database
@@ -181,17 +180,8 @@ class Reconciler:
                 self.skipped += 1
                 return
             self._last_full = time.time()
-            # No garbage collection during a full pass: it builds tens of thousands of objects
-            # that all live until it ends, so a collection in the middle scans them all for
-            # nothing (~100 ms at 10,000 instances) while every thread of the server waits.
-            # They go by reference counting once the pass's session is closed.
-            was = gc.isenabled()
-            gc.disable()
-            try:
+            with gcpause.paused():  # see gcpause.py
                 touched = self.db.run(self._full_pass)
-            finally:
-                if was:
-                    gc.enable()
             self._last_duration = time.time() - self._last_full
             if touched:
                 self._waiting = True  # look again next interval: did what we asked for happen?

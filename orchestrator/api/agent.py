@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
-from orchestrator import agent_keys, assignments, metrics
+from orchestrator import agent_keys, assignments, gcpause, metrics
 from orchestrator.api.deps import State, YamlRoute, node_principal, state
 from orchestrator.auth import Principal, check_join_token, hash_secret, new_secret
 from orchestrator.batching import Batcher
@@ -122,7 +122,8 @@ def _write_reports(st: State, batch: list[tuple[str, list[ReportItem] | None, fl
         return [_write_report(s, st, n, r, t, by_node.get(n, []), evented) for n, r, t in items]
 
     try:
-        results: list[object] = st.db.run(lambda s: write(s, batch))
+        with gcpause.paused():  # thousands of instance objects live until the batch commits
+            results: list[object] = st.db.run(lambda s: write(s, batch))
     except Exception:
         results = []
         for item in batch:

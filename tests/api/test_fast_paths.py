@@ -104,3 +104,16 @@ def test_a_read_after_any_write_is_fresh(client):
     assert client.get("/v1/services/web").json()["status"]["running"] == 1
     assert client.patch("/v1/services/web", json={"replicas": 2}).status_code == 200
     assert client.get("/v1/services/web").json()["replicas"] == 2
+
+
+def test_the_cheap_noop_check_agrees_with_the_spec():
+    from orchestrator.service_ops import NOT_SPEC
+    from orchestrator.spec import ServiceApply
+
+    rich = {**SPEC, "env": {"A": "1"}, "ports": [{"container_port": 80, "host_port": 8080}], "stack": "s",
+            "resources": {"cpus": 0.5, "memory": "64Mi"}, "command": "sleep 60", "init": True,
+            "health": {"type": "http", "port": 80, "path": "/"}, "update": {"max_surge": "50%"},
+            "placement": {"constraints": ["zone==a"], "max_per_node": 2}, "labels": {"x": "y"}}
+    for body in (SPEC, rich):
+        apply = ServiceApply.model_validate(body)
+        assert apply.model_dump(mode="json", exclude=NOT_SPEC) == apply.spec().model_dump(mode="json")
