@@ -299,6 +299,8 @@ async def stalls(api: httpx.AsyncClient) -> dict[str, float]:
         elif line.startswith("dockyard_gc_pause_seconds_sum"):
             out["gc_seconds"] += float(line.split()[-1])
             out["gc_seconds_gen" + line.split('generation="')[1][0]] += float(line.split()[-1])
+        elif line.startswith("dockyard_read_cache_total"):
+            out["cache_" + line.split('result="')[1].split('"')[0]] += float(line.split()[-1])
         elif line.startswith("dockyard_reconcile_pass_seconds_count"):
             out["passes"] += float(line.split()[-1])
         elif line.startswith("dockyard_reconcile_pass_seconds_sum"):
@@ -313,7 +315,8 @@ def stall_row(before: dict[str, float], after: dict[str, float]) -> tuple[str, s
     return ("  server stalls: full reconcile passes; GC pauses > 50 ms",
             f"{passes:.0f} passes, {d['pass_seconds'] / passes * 1000 if passes else 0:.0f} ms each; "
             f"{d['gc_long']:.0f} GC pauses > 50 ms ({d['gc_seconds'] * 1000:.0f} ms of GC in all)",
-            "GC ms by generation: " + " / ".join(f"{d.get(f'gc_seconds_gen{g}', 0) * 1000:.0f}" for g in "012"))
+            "GC ms by generation: " + " / ".join(f"{d.get(f'gc_seconds_gen{g}', 0) * 1000:.0f}" for g in "012")
+            + f"; read cache {d.get('cache_hit', 0):.0f} hits, {d.get('cache_miss', 0):.0f} misses")
 
 
 def ms(x: float) -> str:

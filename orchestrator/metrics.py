@@ -13,6 +13,8 @@ SERVICES = Gauge("dockyard_services", "Services known to the server", registry=R
 INSTANCES = Gauge("dockyard_instances", "Instances by observed state", ["state"], registry=REGISTRY)
 REQUESTS = Counter("dockyard_http_requests_total", "HTTP requests", ["method", "status"], registry=REGISTRY)
 SYNCS = Counter("dockyard_agent_syncs_total", "Agent sync calls answered", registry=REGISTRY)
+READ_CACHE = Counter("dockyard_read_cache_total", "Service reads answered from the read cache (hit) or the database (miss)",
+                     ["result"], registry=REGISTRY)
 GC_PAUSE_SECONDS = Histogram(
     "dockyard_gc_pause_seconds", "Garbage-collector pauses of the server process (every thread waits them out)",
     ["generation"], buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0), registry=REGISTRY,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator import metrics
+
 MAX_AGE = 1.0
 MAX_ENTRIES = 10_000
 
@@ -27,7 +29,9 @@ class ReadCache:
     def get(self, key: object, now: float) -> Any | None:
         hit = self._entries.get(key)
         if hit is None or hit[0] != self.db.writes or not 0 <= now - hit[1] < self.max_age:
+            metrics.READ_CACHE.labels("miss").inc()
             return None
+        metrics.READ_CACHE.labels("hit").inc()
         return hit[2]
 
     def put(self, key: object, stamp: int, now: float, value: Any) -> None:
