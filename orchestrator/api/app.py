@@ -27,7 +27,7 @@ from orchestrator.reconcile import Reconciler
 
 log = logging.getLogger("dockyard.server")
 REQUEST_THREADS = 24  # under db.POOL_SIZE
-GC_THRESHOLDS = (50_000, 20, 100)
+GC_THRESHOLDS = (200_000, 20, 100)
 SWITCH_INTERVAL = 0.00005  # seconds
 
 
@@ -78,10 +78,11 @@ def create_app(settings: Settings) -> FastAPI:
         gc.freeze()
         # Python's default (a young collection every 700 allocations) is made for small heaps:
         # here a reconcile pass allocates tens of thousands of objects that live until it ends,
-        # and were promoted and rescanned by collection after collection. With 1,000 agents
-        # syncing: 1.6 s of collections in 15 s (8 pauses over 50 ms) -> 0-0.3 s, and the
-        # server's CPU in steady state 40 % -> ~22 % of a core (bench/simulate.py). Full passes
-        # and report batches run with the collector off (gcpause.py).
+        # and a thousand long polls are always in flight, so collections rescanned the same live
+        # objects over and over. With 1,000 agents syncing (bench/simulate.py): at 700, 1.6 s of
+        # collections in 15 s (8 pauses over 50 ms); at 50,000, none in steady state but a
+        # ~100 ms pause every few tens of seconds under API load; at 200,000, none in 30 s of
+        # API load. Full passes and report batches run with the collector off (gcpause.py).
         gc.set_threshold(*GC_THRESHOLDS)
         # A thread that gives up the GIL for I/O (SQLite steps every row with the GIL released)
         # waits up to the switch interval to get it back from a busy thread: at Python's 5 ms,
