@@ -8,6 +8,7 @@ placed work on every node, a thousand agents ask at once, so the reads are batch
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Iterator
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -22,12 +23,17 @@ _SPECS_MAX = 20_000
 IN_CHUNK = 500  # names per IN (...) list: well under SQLite's bound-parameter limit
 
 
+def chunks(names: list[str]) -> Iterator[list[str]]:
+    """`names` in slices short enough for one IN (...) list each."""
+    for k in range(0, len(names), IN_CHUNK):
+        yield names[k:k + IN_CHUNK]
+
+
 def read(s: Session, nodes: list[str]) -> dict[str, list[dict]]:
     """node -> every instance it should run (desired running), with its spec."""
     wanted_nodes = sorted(set(nodes))
     rows = []
-    for k in range(0, len(wanted_nodes), IN_CHUNK):
-        chunk = wanted_nodes[k:k + IN_CHUNK]
+    for chunk in chunks(wanted_nodes):
         rows += s.execute(select(Instance.node_name, Instance.id, Instance.service_name, Instance.slot,
                                  Instance.revision, Instance.restart_count)
                           .where(Instance.node_name.in_(chunk), Instance.desired_state == "running")).all()
@@ -36,9 +42,8 @@ def read(s: Session, nodes: list[str]) -> dict[str, list[dict]]:
         return out
     names = sorted({r.service_name for r in rows})
     born: dict[str, float] = {}
-    for k in range(0, len(names), IN_CHUNK):
-        born.update(s.execute(select(Service.name, Service.created_at)
-                              .where(Service.name.in_(names[k:k + IN_CHUNK]))).all())
+    for chunk in chunks(names):
+        born.update(s.execute(select(Service.name, Service.created_at).where(Service.name.in_(chunk))).all())
     wanted = {(r.service_name, born[r.service_name], r.revision) for r in rows if r.service_name in born}
     missing = wanted - _SPECS.keys()
     if missing:

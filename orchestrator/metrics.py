@@ -1,4 +1,7 @@
 """Prometheus metrics of the server (served at /metrics)."""
+import gc
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry()
@@ -23,9 +26,6 @@ GC_PAUSE_SECONDS = Histogram(
 
 def watch_gc() -> None:
     """Time every collection into GC_PAUSE_SECONDS (a pause stalls every request in flight)."""
-    import gc
-    import time
-
     started: list[float] = [0.0]
 
     def callback(phase: str, info: dict) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
@@ -116,8 +116,8 @@ def _write_reports(st: State, batch: list[tuple[str, list[ReportItem] | None, fl
     def write(s, items):  # type: ignore[no-untyped-def]
         nodes = sorted({n for n, r, _ in items if r is not None})
         by_node: dict[str, list[Instance]] = defaultdict(list)
-        for k in range(0, len(nodes), assignments.IN_CHUNK):
-            for i in s.scalars(select(Instance).where(Instance.node_name.in_(nodes[k:k + assignments.IN_CHUNK]))):
+        for chunk in assignments.chunks(nodes):
+            for i in s.scalars(select(Instance).where(Instance.node_name.in_(chunk))):
                 by_node[i.node_name].append(i)
         return [_write_report(s, st, n, r, t, by_node.get(n, []), evented) for n, r, t in items]
 
@@ -136,11 +136,16 @@ def _write_reports(st: State, batch: list[tuple[str, list[ReportItem] | None, fl
     return results
 
 
-def _batchers(st: State) -> tuple[Batcher, Batcher]:
-    """(report writer, assignment reader) of this server, made on first use."""
+class SyncBatchers(NamedTuple):
+    reports: Batcher
+    assignments: Batcher
+
+
+def _batchers(st: State) -> SyncBatchers:
+    """This server's report writer and assignment reader, made on first use."""
     b = getattr(st, "sync_batchers", None)
     if b is None:
-        b = st.sync_batchers = (  # type: ignore[attr-defined]
+        b = st.sync_batchers = SyncBatchers(  # type: ignore[attr-defined]
             Batcher("reports", lambda batch: _write_reports(st, batch), REPORT_BATCH_MAX),
             Batcher("assignments", lambda nodes: _read_assignments(st, nodes), ASSIGNMENT_BATCH_MAX),
         )
@@ -245,7 +250,7 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
     last = st.hub.reports.get(p.name)
     if key is not None and last is not None and last[0] == key and now - last[1] < REPORT_REAPPLY_SECONDS:
         pass
-    elif (body.report is not None or not recent) and await _batchers(st)[0].submit((p.name, body.report, now)):
+    elif (body.report is not None or not recent) and await _batchers(st).reports.submit((p.name, body.report, now)):
         st.loop.kick()
         st.hub.events_changed()  # a report may have recorded events (unhealthy, restarted)
     if key is not None and (last is None or last[0] != key or now - last[1] >= REPORT_REAPPLY_SECONDS):
@@ -254,7 +259,7 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
     generation = st.hub.generation(p.name)
     # The agent already has this generation (a timed-out long poll, a report): say so
     # instead of reading and sending every assignment again.
-    todo = None if generation == body.known else await _batchers(st)[1].submit(p.name)
+    todo = None if generation == body.known else await _batchers(st).assignments.submit(p.name)
     metrics.SYNCS.inc()
     # built by hand: validating thousands of assignment specs through the response model
     # on every sync costs more than the rest of the request
