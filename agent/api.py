@@ -3,21 +3,37 @@
 Reconciliation never uses it (agents pull); it exists for streams a user asks for. Every
 request but /healthz must carry `Authorization: Bearer <agent key>`, the per-node key the
 server hands out at join and keeps to call this API. The agent only serves containers
-labelled with its own node, looked up by instance id.
+labelled with its own node, looked up by instance id. With an SSL context (agent/tls.py)
+it serves HTTPS; the handshake runs in the request's own thread, so a slow client cannot
+stall the accept loop.
+
+A followed log must not outlive its reader: the container's output is pumped into a
+bounded queue by a second thread while the request thread, between chunks, watches the
+connection; when the server hangs up (or a write times out) both end and the Docker
+stream is shut down. Accepted sockets use TCP keepalive, so a server host that vanished
+without a word is noticed too.
 """
 from __future__ import annotations
 
 import hmac
 import json
 import logging
+import queue
+import select
+import socket
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Callable, Iterator
 from urllib.parse import parse_qs, urlsplit
 
 from agent.driver import DockerDriver, DriverError
 
 log = logging.getLogger("dockyard.agent.api")
+IO_TIMEOUT = 30.0  # seconds a request may take to arrive, and a write to be accepted
+PEER_CHECK = 0.5  # seconds between looks at a quiet follow's connection
+QUEUE_CHUNKS = 64  # chunks buffered between Docker and a slow reader (then Docker waits)
+KEEPALIVE = (30, 10, 3)  # idle seconds, probe interval, probes: a silent peer is dropped in ~1 min
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -31,13 +47,42 @@ def parse_listen(listen: str) -> tuple[str, int]:
         raise ValueError(f"--listen must look like host:port, got {listen!r}") from None
 
 
-def advertised_url(host: str, port: int, address: str = "") -> str:
-    """The URL the server should call: the listen address, or the node's address when listening on all."""
-    if host in ("0.0.0.0", "::", ""):
-        host = address or "127.0.0.1"
+def advertised_host(host: str, address: str = "") -> str:
+    """The host the server should call: the listen address, or the node's address when listening on all."""
+    return (address or "127.0.0.1") if host in ("0.0.0.0", "::", "") else host
+
+
+def advertised_url(host: str, port: int, address: str = "", scheme: str = "http") -> str:
+    host = advertised_host(host, address)
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _keepalive(sock: socket.socket) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        idle, interval, count = KEEPALIVE
+        for opt, v in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+            if hasattr(socket, opt):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), v)
+    except OSError:
+        pass  # not fatal: the follow loop still notices a server that hangs up
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    ssl_context: ssl.SSLContext | None = None
+
+    def get_request(self):  # type: ignore[no-untyped-def]
+        sock, addr = self.socket.accept()
+        _keepalive(sock)
+        if self.ssl_context is not None:
+            sock = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        log.debug("agent API request from %s failed", client_address, exc_info=True)
 
 
 def _is_true(v: str | None) -> bool:
@@ -45,15 +90,21 @@ def _is_true(v: str | None) -> bool:
 
 
 class AgentAPI:
-    def __init__(self, listen: str, driver: DockerDriver, key: Callable[[], str | None], address: str = ""):
+    def __init__(self, listen: str, driver: DockerDriver, key: Callable[[], str | None], address: str = "",
+                 tls: ssl.SSLContext | None = None):
         self.host, self.port = parse_listen(listen)
-        self.driver, self.key, self.address = driver, key, address
+        self.driver, self.key, self.address, self.tls = driver, key, address, tls
         self.server: ThreadingHTTPServer | None = None
+
+    @staticmethod
+    def advertised_host_of(listen: str, address: str = "") -> str:
+        return advertised_host(parse_listen(listen)[0], address)
 
     @property
     def url(self) -> str:
         assert self.server is not None
-        return advertised_url(self.host, self.server.server_address[1], self.address)
+        return advertised_url(self.host, self.server.server_address[1], self.address,
+                              "https" if self.tls is not None else "http")
 
     def start(self) -> str:
         api = self
@@ -61,7 +112,8 @@ class AgentAPI:
         class Handler(_Handler):
             owner = api
 
-        self.server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self.server = _Server((self.host, self.port), Handler)
+        self.server.ssl_context = self.tls
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5}, daemon=True,
                          name="agent-api").start()
         log.info("agent API listening on %s", self.url)
@@ -81,6 +133,12 @@ class AgentAPI:
 class _Handler(BaseHTTPRequestHandler):
     owner: AgentAPI
     server_version = "dockyard-agent"
+    timeout = IO_TIMEOUT  # the request must arrive, and every write be taken, within this
+
+    def setup(self) -> None:
+        super().setup()
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()  # under `timeout`; a failure ends only this request
 
     def log_message(self, fmt: str, *args) -> None:  # type: ignore[no-untyped-def]
         log.debug("%s " + fmt, self.address_string(), *args)
@@ -141,16 +199,99 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()
+        self.close_connection = True
         try:
-            for chunk in stream:
-                self.wfile.write(chunk)
+            if follow:
+                self._follow(instance_id, stream)
+            else:
+                for chunk in stream:
+                    self.wfile.write(chunk)
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the reader went away
+        except (OSError, ValueError):
+            pass  # the reader went away (broken pipe, reset, write timeout)
         except Exception as exc:  # the container went away mid-stream
             log.debug("log stream of %s ended: %s", instance_id, exc)
         finally:
             close = getattr(stream, "close", None)
             if close:
-                close()
-            self.close_connection = True
+                try:
+                    close()
+                except Exception:  # noqa: BLE001 - a generator still running in the pump thread
+                    pass
+
+    def _follow(self, instance_id: str, stream: Iterator[bytes]) -> None:
+        """Copy a followed stream until it ends or the server hangs up, whichever comes first."""
+        chunks: queue.Queue[bytes | None] = queue.Queue(QUEUE_CHUNKS)
+        done = threading.Event()
+        cancel = _canceller(stream)
+
+        def pump() -> None:
+            try:
+                for chunk in stream:
+                    while not done.is_set():
+                        try:
+                            chunks.put(chunk, timeout=PEER_CHECK)
+                            break
+                        except queue.Full:
+                            continue
+                    if done.is_set():
+                        return
+            except Exception as exc:  # cancelled below, or the container went away
+                log.debug("log pump of %s ended: %s", instance_id, exc)
+            finally:
+                try:
+                    chunks.put_nowait(None)
+                except queue.Full:
+                    pass
+                done.set()
+
+        t = threading.Thread(target=pump, daemon=True, name=f"logs-{instance_id[:12]}")
+        t.start()
+        try:
+            while True:
+                try:
+                    chunk = chunks.get(timeout=PEER_CHECK)
+                except queue.Empty:
+                    if done.is_set() or self._peer_gone():
+                        return
+                    continue
+                if chunk is None:
+                    return
+                self.wfile.write(chunk)
+                self.wfile.flush()
+        finally:
+            done.set()
+            if cancel is not None:
+                cancel()  # unblocks the pump's read of a quiet container
+            t.join(timeout=2 * PEER_CHECK)
+
+    def _peer_gone(self) -> bool:
+        """The server sends nothing after its request: a readable socket means it hung up (EOF,
+        a TLS close_notify) or misbehaves; either way the stream is over."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
+
+
+def _canceller(stream: object) -> Callable[[], None] | None:
+    """A function that shuts a Docker stream's socket from another thread (which wakes a read
+    blocked on a quiet container), or None if the stream is not a Docker one."""
+    from docker.types.daemon import CancellableStream
+
+    if isinstance(stream, CancellableStream):
+        return stream.close
+    frame = getattr(stream, "gi_frame", None)  # the SDK's generators keep the HTTP response here
+    response = frame.f_locals.get("response") if frame is not None else None
+    if response is None or not hasattr(response, "raw"):
+        return None
+    handle = CancellableStream(stream, response)
+
+    def cancel() -> None:
+        try:
+            handle.close()
+        except Exception as exc:  # noqa: BLE001 - already closed
+            log.debug("closing a log stream: %s", exc)
+
+    return cancel

@@ -3,12 +3,14 @@
 Three threads: the poller (long poll for assignments, which is also the heartbeat), the
 Docker events watcher (a crash wakes the reconciler at once) and the reconciler, which
 runs the pure diff and hands actions to a bounded pool so containers start in parallel.
-Nothing is kept on disk: a restarted agent re-adopts its labelled containers.
+Nothing but the node credential is kept on disk (agent/identity.py): a restarted agent
+re-joins with it and re-adopts its labelled containers.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import signal
 import threading
@@ -16,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from agent import diff as d
+from agent import diff as d, identity, tls
 from agent.api import AgentAPI
 from agent.client import AuthLost, SyncClient
 from agent.driver import DockerDriver, DriverError
@@ -39,6 +41,10 @@ class AgentConfig:
     listen: str = "127.0.0.1:0"
     concurrency: int = 8
     verify: object = True
+    # the agent API's own certificate (agent/tls.py); made at start when the server is https
+    tls_cert: str | None = field(default_factory=lambda: os.environ.get("DOCKYARD_AGENT_TLS_CERT") or None)
+    tls_key: str | None = field(default_factory=lambda: os.environ.get("DOCKYARD_AGENT_TLS_KEY") or None)
+    state_dir: str = field(default_factory=lambda: str(identity.default_dir()))  # the saved node credential
 
 
 class Agent:
@@ -67,7 +73,12 @@ class Agent:
         self.prober = Prober(self.driver.probe_address, self.wake.set)
         # the small authenticated API the server calls for logs; the key comes with the join
         self.agent_key: str | None = None
-        self.api = AgentAPI(cfg.listen, self.driver, lambda: self.agent_key, cfg.address)
+        self.tls: tls.Material | None = None
+        if tls.wanted(cfg.server, cfg.tls_cert, cfg.tls_key):
+            self.tls = tls.load(cfg.tls_cert, cfg.tls_key) if cfg.tls_cert else tls.generate(
+                AgentAPI.advertised_host_of(cfg.listen, cfg.address))
+        self.api = AgentAPI(cfg.listen, self.driver, lambda: self.agent_key, cfg.address,
+                            tls.server_context(self.tls) if self.tls else None)
         self.agent_url = ""
         self._primed = False
 
@@ -77,12 +88,18 @@ class Agent:
         while not self.stop.is_set():
             try:
                 info = self.driver.info()
+                # the node's current credential, if we have one: the server lets only it re-join a
+                # node that is alive (orchestrator/join.py)
+                credential = self.client.credential or identity.load(self.cfg.state_dir, self.cfg.node_name)
                 out = self.client.join({
                     "join_token": self.cfg.join_token, "node_name": self.cfg.node_name, "address": self.cfg.address,
                     "labels": self.cfg.labels, "cpus": self.cfg.cpus or info["cpus"],
                     "memory": self.cfg.memory or info["memory"], "agent_version": _version(),
                     "engine_version": info["engine_version"], "agent_url": self.agent_url,
+                    "credential": credential, "agent_cert": self.tls.pem if self.tls else "",
                 })
+                if out["credential"] != credential:
+                    identity.save(self.cfg.state_dir, self.cfg.node_name, out["credential"])
                 self.heartbeat = out.get("heartbeat_interval", 1.0)
                 self.agent_key = out.get("agent_key")
                 log.info("joined %s as node %s", self.cfg.server, self.cfg.node_name)
@@ -328,6 +345,7 @@ class Agent:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.api.stop()
         self.client.close()
+        tls.discard(self.tls)
         return 0
 
 
@@ -338,7 +356,11 @@ def _version() -> str:
 
 
 def run_agent(cfg: AgentConfig) -> int:
-    agent = Agent(cfg)
+    try:
+        agent = Agent(cfg)
+    except tls.TLSSetupError as exc:
+        log.error("%s", exc)
+        return 2
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: agent.stop.set())

@@ -16,10 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
-from orchestrator import agent_keys, assignments, gcpause, metrics
+from orchestrator import agent_keys, assignments, gcpause, join as joining, metrics
 from orchestrator.api.deps import State, YamlRoute, node_principal, state
 from orchestrator.auth import Principal, check_join_token, hash_secret, new_secret
 from orchestrator.batching import Batcher
+from orchestrator.coord import lease
+from orchestrator.errors import Conflict
 from orchestrator.events import record
 from orchestrator.models import Event, Instance, Node
 from orchestrator.spec import dns_label
@@ -38,6 +40,10 @@ class JoinIn(BaseModel):
     memory: int = Field(default=0, ge=0)
     agent_version: str = Field(default="", max_length=64)
     engine_version: str = Field(default="", max_length=64)
+    credential: str | None = Field(default=None, max_length=256, description="the node's current credential, "
+                                   "if the agent has one: needed to re-join a node that is alive (orchestrator/join.py)")
+    agent_cert: str = Field(default="", max_length=16384, description="PEM certificate of the agent's HTTPS API: "
+                            "the server pins it when calling the agent (logs)")
 
     @field_validator("node_name")
     @classmethod
@@ -76,30 +82,42 @@ class SyncOut(BaseModel):
     generation: str
     assignments: list[Assignment] | None = Field(
         description="every instance the node should run; null when unchanged since `known`")
+    epoch: int | None = Field(default=None, description="the leader epoch the assignments were read under; "
+                              "an agent ignores assignments older than the newest epoch it has seen")
     heartbeat_interval: float
 
 
-@router.post("/join")
+@router.post("/join", responses={409: {"description": "the name belongs to a node that is alive"}})
 def join(body: JoinIn, st: State = Depends(state)) -> dict:
     now = time.time()
-    credential = new_secret("dyn")
+    ttl = st.hub.node_ttl(st.settings.node_ttl)
 
     def write(s):  # type: ignore[no-untyped-def]
         check_join_token(s, body.join_token)
         n = s.get(Node, body.node_name)
+        known = None if n is None else joining.Known(n.status, st.hub.last_seen(n.name, n.last_heartbeat),
+                                                     n.credential_hash)
+        verdict = joining.decide(body.node_name, known, hash_secret(body.credential) if body.credential else None,
+                                 now, ttl)
+        if not verdict.allowed:
+            raise Conflict(verdict.reason)
+        # the node's own agent keeps its credential (a crash between our commit and its saving
+        # a new one would lock it out); anyone else gets a fresh one
+        credential = body.credential if verdict.kind == "own" else new_secret("dyn")
         if n is None:
             n = Node(name=body.node_name, created_at=now, status="ready", availability="active")
             s.add(n)
-            record(s, "node_joined", f"node {body.node_name} joined", node=body.node_name, now=now)
+            record(s, "node_joined", verdict.reason, node=body.node_name, now=now)
         elif n.status == "down":
-            record(s, "node_ready", f"node {body.node_name} re-joined", node=body.node_name, now=now)
+            record(s, "node_ready", verdict.reason, node=body.node_name, now=now)
         n.address, n.agent_url, n.labels = body.address, body.agent_url, body.labels
         n.cpus, n.memory = body.cpus, body.memory
         n.agent_version, n.engine_version = body.agent_version, body.engine_version
         n.credential_hash, n.status, n.last_heartbeat = hash_secret(credential), "ready", now
-        return agent_keys.issue(s, body.node_name)  # for the server's calls to the agent's API (logs)
+        agent_keys.set_cert(s, body.node_name, body.agent_cert)  # pinned for the server's calls to the agent
+        return credential, agent_keys.issue(s, body.node_name)  # for the server's calls to the agent's API (logs)
 
-    agent_key = st.db.run(write)
+    credential, agent_key = st.db.run(write)
     st.hub.forget_node(body.node_name)  # its previous credential no longer works
     st.hub.beat(body.node_name, now)
     st.hub.bump([body.node_name])
@@ -153,8 +171,9 @@ def _batchers(st: State) -> SyncBatchers:
 
 
 def _read_assignments(st: State, nodes: list[str]) -> list[object]:
-    found = st.db.run(lambda s: assignments.read(s, nodes))
-    return [found[n] for n in nodes]
+    """(assignments, epoch) per node; the epoch read in the same transaction."""
+    found, epoch = st.db.run(lambda s: (assignments.read(s, nodes), lease.current_epoch(s)))
+    return [(found[n], epoch) for n in nodes]
 
 
 def _write_report(s, st: State, node: str, report: list[ReportItem] | None, now: float,  # type: ignore[no-untyped-def]
@@ -259,9 +278,9 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
     generation = st.hub.generation(p.name)
     # The agent already has this generation (a timed-out long poll, a report): say so
     # instead of reading and sending every assignment again.
-    todo = None if generation == body.known else await _batchers(st).assignments.submit(p.name)
+    todo, epoch = (None, None) if generation == body.known else await _batchers(st).assignments.submit(p.name)
     metrics.SYNCS.inc()
     # built by hand: validating thousands of assignment specs through the response model
     # on every sync costs more than the rest of the request
-    return JSONResponse({"node": p.name, "generation": generation, "assignments": todo,
+    return JSONResponse({"node": p.name, "generation": generation, "assignments": todo, "epoch": epoch,
                          "heartbeat_interval": st.hub.heartbeat_interval()})
