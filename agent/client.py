@@ -1,27 +1,84 @@
-"""The agent's HTTP client for the server: join and sync."""
+"""The agent's HTTP client for the servers: join and sync, failing over between them.
+
+The agent is given one server URL or several (`--server URL1,URL2,URL3`); any server of a
+cluster answers every call, since they share one database. A call that cannot reach its
+server (connection refused or reset, a timeout, a 502/503/504) is tried on the next one at
+once, so losing the server an agent talks to costs it one failed request.
+
+Answers carry the leader epoch their assignments were read under; an answer older than the
+newest epoch this agent has seen is ignored (it was computed before a takeover and only
+arrived late, e.g. the long poll overtaken by a report's answer).
+"""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import httpx
 
 from agent.types import Assignment
 
+log = logging.getLogger("dockyard.agent")
+RETRY_STATUSES = (502, 503, 504)
+
 
 class AuthLost(Exception):
     """The server no longer accepts our credential: join again."""
 
 
+def server_list(servers: str | list[str]) -> list[str]:
+    items = servers.split(",") if isinstance(servers, str) else list(servers)
+    out = [s.strip().rstrip("/") for s in items if s.strip()]
+    if not out:
+        raise ValueError("no server URL given")
+    return out
+
+
 class SyncClient:
-    def __init__(self, server: str, verify: Any = True):
-        self.server = server
+    def __init__(self, server: str | list[str], verify: Any = True):
+        self.servers = server_list(server)
+        self.current = 0
+        self.verify = verify
         self.credential: str | None = None
-        # two clients: the long poll must never queue behind (or in front of) a report
-        self._poll = httpx.Client(base_url=server, timeout=httpx.Timeout(10.0, read=75.0), verify=verify)
-        self._push = httpx.Client(base_url=server, timeout=10.0, verify=verify)
+        self.epoch = 0  # the newest leader epoch seen in an answer
+        # two clients per server: the long poll must never queue behind (or in front of) a report
+        self._clients: dict[tuple[str, str], httpx.Client] = {}
+
+    @property
+    def server(self) -> str:
+        return self.servers[self.current]
+
+    def _client(self, url: str, kind: str) -> httpx.Client:
+        c = self._clients.get((url, kind))
+        if c is None:
+            timeout = httpx.Timeout(10.0, read=75.0) if kind == "poll" else httpx.Timeout(10.0)
+            c = self._clients[(url, kind)] = httpx.Client(base_url=url, timeout=timeout, verify=self.verify)
+        return c
+
+    def _post(self, kind: str, path: str, body: dict, headers: dict | None = None) -> httpx.Response:
+        """POST to the current server, else to each of the others in turn."""
+        last: Exception | None = None
+        for k in range(len(self.servers)):
+            idx = (self.current + k) % len(self.servers)
+            url = self.servers[idx]
+            try:
+                r = self._client(url, kind).post(path, json=body, headers=headers)
+            except httpx.TransportError as exc:
+                last = exc
+            else:
+                if r.status_code not in RETRY_STATUSES or k == len(self.servers) - 1:
+                    if idx != self.current:
+                        log.info("now talking to %s", url)
+                        self.current = idx
+                    return r
+                last = RuntimeError(f"{url} answered {r.status_code}: {_message(r)}")
+            if len(self.servers) > 1:
+                log.warning("server %s unreachable (%s); trying the next", url, last)
+        assert last is not None
+        raise last
 
     def join(self, body: dict) -> dict:
-        r = self._push.post("/v1/agent/join", json=body)
+        r = self._post("push", "/v1/agent/join", body)
         if r.status_code >= 400:
             raise RuntimeError(f"join refused ({r.status_code}): {_message(r)}")
         out = r.json()
@@ -29,24 +86,36 @@ class SyncClient:
         return out
 
     def sync(self, known: str | None, wait: float,
-             report: list[dict] | None) -> tuple[str, list[Assignment] | None, float]:
+             report: list[dict] | None) -> tuple[str | None, list[Assignment] | None, float]:
         """(generation, assignments, heartbeat interval); assignments is None when the server
-        says they are unchanged since `known`."""
-        client = self._poll if wait > 0 else self._push
-        r = client.post("/v1/agent/sync", json={"known": known, "wait": wait, "report": report},
-                        headers={"Authorization": f"Bearer {self.credential}"})
+        says they are unchanged since `known`, or when the answer is older than one already seen."""
+        r = self._post("poll" if wait > 0 else "push", "/v1/agent/sync",
+                       {"known": known, "wait": wait, "report": report},
+                       headers={"Authorization": f"Bearer {self.credential}"})
         if r.status_code == 401:
             raise AuthLost(_message(r))
         if r.status_code >= 400:
             raise RuntimeError(f"sync refused ({r.status_code}): {_message(r)}")
         out = r.json()
         raw = out.get("assignments")
+        if raw is not None and not self.fresh(out.get("epoch")):
+            return known, None, out["heartbeat_interval"]
         assignments = None if raw is None else [Assignment(**a) for a in raw]
         return out["generation"], assignments, out["heartbeat_interval"]
 
+    def fresh(self, epoch: int | None) -> bool:
+        """Is an answer under `epoch` as new as any seen? (None: a server that sends no epoch)"""
+        if epoch is None:
+            return True
+        if epoch < self.epoch:
+            log.warning("ignored assignments of epoch %s (already saw epoch %s)", epoch, self.epoch)
+            return False
+        self.epoch = epoch
+        return True
+
     def close(self) -> None:
-        self._poll.close()
-        self._push.close()
+        for c in self._clients.values():
+            c.close()
 
 
 def _message(r: httpx.Response) -> str:

@@ -1,6 +1,7 @@
 """Server settings: one plain object built from flags or DOCKYARD_* environment variables."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ class Settings:
     join_token: str | None = None
     loop_interval: float = 1.0
     node_ttl: float = 5.0
+    lease_ttl: float = 5.0  # seconds a leader's lease lasts unrenewed (renewed about every second)
     heartbeat_interval: float = 1.0
     history_limit: int = 10
     log_level: str = "info"
@@ -22,6 +24,9 @@ class Settings:
     allow: tuple[str, ...] = ()  # host privileges specs may use: privileged, host-network, host-pid, cap:X, bind:/p
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # the CA that signs the agents' API certificates; unset: each agent's own certificate is
+    # pinned at join (orchestrator/agent_tls.py). The CLI does not pass it (yet): read here.
+    agent_ca: Path | None = field(default_factory=lambda: Path(p) if (p := os.environ.get("DOCKYARD_AGENT_CA")) else None)
 
     @property
     def db_url(self) -> str:

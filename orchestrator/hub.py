@@ -1,7 +1,10 @@
 """In-memory signalling between the loop and long-polling agents / event watchers.
 
 Nothing here is state that matters after a restart: the generation tokens carry a
-per-process epoch, so an agent that polls a restarted server always gets a full answer.
+per-process epoch, so an agent that polls a restarted server (or another server) always
+gets a full answer. Several servers may share one database: every change that must reach
+the others goes through the coordinator (orchestrator/coord), whose signals each server's
+hub applies locally. What each piece of state is, is said next to it.
 """
 from __future__ import annotations
 
@@ -11,6 +14,9 @@ import threading
 import time
 from collections import defaultdict
 from typing import Iterable
+
+from orchestrator.coord import Coordinator, MemoryCoordinator
+from orchestrator.coord import base as signals
 
 
 # The most syncs a second the server asks of its agents. Past MAX_HEARTBEATS_PER_SECOND x the
@@ -22,32 +28,52 @@ TTL_HEARTBEATS = 3.0  # a node TTL is never shorter than this many (stretched) h
 
 
 class Hub:
-    def __init__(self, heartbeat_interval: float = 1.0) -> None:
+    def __init__(self, heartbeat_interval: float = 1.0, coord: Coordinator | None = None) -> None:
         self.base_heartbeat = heartbeat_interval
+        self.coord = coord or MemoryCoordinator()
+        # per-process; a new one after a resync, so every agent's next poll gets a full answer
         self.epoch = secrets.token_hex(4)
         self.started_at = time.time()
         self._gen: dict[str, int] = defaultdict(int)
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(list)
         self._event_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._lock = threading.Lock()
-        # heartbeats live in memory: writing 1,000 of them a second to SQL buys nothing
+        # Heartbeats this server heard, in memory: writing 1,000 of them a second to SQL buys
+        # nothing. With several servers (coord.shared), each writes the newest ones to the
+        # nodes table about once a second (flush_heartbeats), so the leader sees them all;
+        # the leader's liveness takes the newest of its own and the table's.
         self.heartbeats: dict[str, float] = {}
-        # services whose instance states the loop waits on (None: not known yet, so all)
+        self._unflushed: dict[str, float] = {}
+        # Leader-only: services whose instance states the loop waits on. None (on a server
+        # that does not lead, or before the first pass): all, so reports kick the leader.
         self.watched: frozenset[str] | None = None
-        # node -> ((generation, report digest), when applied): the last report written to the
-        # database, so unchanged re-sends can skip it (api/agent.py)
+        # node -> ((generation, report digest), when applied): the last report THIS server
+        # wrote, so unchanged re-sends can skip it (api/agent.py). Safe with several servers:
+        # the key holds this server's generation, which moves on every bump from any server.
         self.reports: dict[str, tuple[tuple[str, int], float]] = {}
         # credential hash -> (principal, expires_at, when checked against the database): API
         # tokens and node credentials, so that a request costs no database read to authenticate
         # (api/deps.py). Revoking a token or removing a node forgets its entries at once; the
         # epoch stops a check that raced the revocation from caching what it read before it.
+        # Invalidated across servers: revocations and node removals are signalled (FORGET_*).
         self._credentials: dict[str, tuple[object, float | None, float]] = {}
         self._credential_epoch = 0
+        self.coord.on(signals.BUMP, self._bump_local)
+        self.coord.on(signals.EVENTS, lambda _v: self._wake_event_waiters())
+        self.coord.on(signals.FORGET_NODE, lambda names: [self._forget_node_local(n) for n in names])
+        self.coord.on(signals.FORGET_TOKEN, lambda ids: [self._forget_token_local(t) for t in ids])
+        self.coord.on(signals.RESYNC, lambda _v: self._resync())
 
     def generation(self, node: str) -> str:
         return f"{self.epoch}:{self._gen[node]}"
 
     def bump(self, nodes: Iterable[str]) -> None:
+        """The assignments of these nodes changed (committed): wake their long polls, everywhere."""
+        names = sorted(set(nodes))
+        if names:
+            self.coord.publish(signals.BUMP, names)
+
+    def _bump_local(self, nodes: Iterable[str]) -> None:
         woken = []
         with self._lock:
             for n in set(nodes):
@@ -78,11 +104,29 @@ class Hub:
 
     def forget_node(self, node: str) -> None:
         """Drop cached credentials of a node (it joined again with a new one, or was removed)."""
+        self.coord.publish(signals.FORGET_NODE, [node])
+
+    def _forget_node_local(self, node: str) -> None:
         self._forget(lambda p: getattr(p, "kind", None) == "node" and getattr(p, "name", None) == node)
 
     def forget_token(self, token_id: str) -> None:
-        """Drop a revoked API token from the cache: its next request is checked again (401)."""
+        """Drop a revoked API token from the cache on every server: its next request is checked again (401)."""
+        self.coord.publish(signals.FORGET_TOKEN, [token_id])
+
+    def _forget_token_local(self, token_id: str) -> None:
         self._forget(lambda p: getattr(p, "token_id", None) == token_id)
+
+    def _resync(self) -> None:
+        """Signals may have been missed: forget every cached credential, and give every agent's
+        next poll a full answer (a new epoch) at once."""
+        self._forget(lambda _p: True)
+        with self._lock:
+            self.epoch = secrets.token_hex(4)
+            woken = [w for lst in self._waiters.values() for w in lst]
+            self._waiters.clear()
+        for loop, ev in woken:
+            loop.call_soon_threadsafe(ev.set)
+        self._wake_event_waiters()
 
     def heartbeat_interval(self) -> float:
         """Seconds between an agent's syncs: the configured interval, stretched past 200 nodes."""
@@ -94,10 +138,20 @@ class Hub:
 
     def beat(self, node: str, now: float) -> None:
         self.heartbeats[node] = now
+        if self.coord.shared:
+            self._unflushed[node] = now
 
-    def last_seen(self, node: str, persisted: float) -> float:
-        # after a server restart, nodes get one TTL of grace from the start instead of being declared down
-        return self.heartbeats.get(node, max(persisted, self.started_at))
+    def take_unflushed(self) -> dict[str, float]:
+        """Heartbeats heard since the last call, for the nodes table (several servers only)."""
+        with self._lock:
+            out, self._unflushed = self._unflushed, {}
+        return out
+
+    def last_seen(self, node: str, persisted: float, since: float = 0.0) -> float:
+        """The newest heartbeat known of a node: this server's, or one another server wrote
+        to the table. Nodes get one TTL of grace from `since` (when this server started, or
+        began to lead) instead of being declared down by a server that just arrived."""
+        return max(self.heartbeats.get(node, 0.0), persisted, since or self.started_at)
 
     async def wait(self, node: str, known: str | None, timeout: float) -> None:
         if timeout <= 0 or known != self.generation(node):
@@ -122,6 +176,10 @@ class Hub:
                         del self._waiters[node]
 
     def events_changed(self) -> None:
+        """Events were committed: wake every server's event watchers."""
+        self.coord.publish(signals.EVENTS)
+
+    def _wake_event_waiters(self) -> None:
         with self._lock:
             woken, self._event_waiters = self._event_waiters, []
         for loop, ev in woken:

@@ -36,3 +36,15 @@ def watch_gc() -> None:
 
     if callback not in gc.callbacks:
         gc.callbacks.append(callback)
+
+
+# leadership (orchestrator/coord/leader.py)
+LEADER = Gauge("dockyard_leader", "1 while this server holds the leader lease", registry=REGISTRY)
+EPOCH = Gauge("dockyard_leader_epoch", "The epoch of the lease this server last took", registry=REGISTRY)
+LEASE_AGE = Gauge("dockyard_leader_lease_age_seconds", "Seconds since the lease was last renewed, by any server",
+                  registry=REGISTRY)
+TAKEOVERS = Counter("dockyard_leader_takeovers_total", "Times this server took the leader lease", registry=REGISTRY)
+STEPDOWNS = Counter("dockyard_leader_stepdowns_total", "Times this server stopped leading (lost or released)",
+                    registry=REGISTRY)
+FENCED = Counter("dockyard_fenced_writes_total", "Leader writes refused because the lease was no longer ours",
+                 registry=REGISTRY)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -82,7 +82,12 @@ class Revision(Base):
 
 class Instance(Base):
     __tablename__ = "instances"
-    __table_args__ = (Index("ix_instances_node_desired", "node_name", "desired_state"),)
+    __table_args__ = (
+        Index("ix_instances_node_desired", "node_name", "desired_state"),
+        # at most one live instance per (service, revision, slot), whatever the code does
+        Index("uq_instances_live_slot", "service_name", "revision", "slot", unique=True,
+              sqlite_where=text("desired_state = 'running'"), postgresql_where=text("desired_state = 'running'")),
+    )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     # no foreign key: an instance outlives its deleted service until its container is gone
     service_name: Mapped[str] = mapped_column(String(63), index=True)
@@ -112,3 +117,16 @@ class Event(Base):
     instance: Mapped[str | None] = mapped_column(String(32), nullable=True)
     message: Mapped[str] = mapped_column(Text)
     actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class LeaderLease(Base):
+    """The single row servers on one database compete for (orchestrator/coord/lease.py).
+    Times are on the database's clock, so servers with skewed clocks agree on expiry."""
+
+    __tablename__ = "leader_lease"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128), default="")
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    expires_at: Mapped[float] = mapped_column(Float, default=0.0)
+    acquired_at: Mapped[float] = mapped_column(Float, default=0.0)
+    renewed_at: Mapped[float] = mapped_column(Float, default=0.0)

@@ -3,7 +3,14 @@
 A pass (run by APScheduler every `interval` seconds, or sooner when kicked) does, in one
 transaction: node liveness, per-service planning (replicas and rollouts), placement of
 pending instances, and clean-up of instances whose containers are gone. The decisions
-are made by the pure core; this module only loads, applies and notifies.
+are made by the pure core (core/liveness.py, core/planner.py, core/drain.py,
+core/scheduler.py); this module only loads, applies and notifies.
+
+Only the leader runs passes (coord/leader.py). A pass loads the snapshot and decides with
+nothing written (no autoflush); its changes are flushed at commit, after the fence
+(coord/lease.py) as the transaction's first write: a server that lost the lease meanwhile
+commits nothing, and steps down. Everything this class keeps between passes (fingerprint,
+kick bookkeeping, the last unschedulable reasons) is leader-only, and reset on takeover.
 """
 from __future__ import annotations
 
@@ -19,7 +26,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, load_only
 
 from orchestrator import gcpause, metrics
-from orchestrator.core import drain, planner, scheduler
+from orchestrator.coord import base as signals
+from orchestrator.coord.lease import NotLeader
+from orchestrator.core import drain, liveness, planner, scheduler
 from orchestrator.core.constraints import parse_constraint
 from orchestrator.db import Database
 from orchestrator.events import record
@@ -77,9 +86,16 @@ def service_view(svc: Service) -> planner.ServiceView:
     )
 
 
+# a server that does not lead forwards kicks to the leader at most this often
+KICK_FORWARD_GAP = 0.05
+
+
 class Reconciler:
-    def __init__(self, db: Database, hub: Hub, *, interval: float = 1.0, node_ttl: float = 5.0):
+    def __init__(self, db: Database, hub: Hub, *, interval: float = 1.0, node_ttl: float = 5.0, elector=None):  # type: ignore[no-untyped-def]
         self.db, self.hub = db, hub
+        self.elector = elector  # None: always leads (one server, tests)
+        self._forwarded = 0.0
+        hub.coord.on(signals.KICK, lambda _v: self._kick_local() if self.leading else None)
         self.interval, self.node_ttl = interval, node_ttl
         self.last_pass_at = 0.0
         self.passes = 0
@@ -116,7 +132,32 @@ class Reconciler:
         if self._sched.running:
             self._sched.shutdown(wait=True)
 
+    @property
+    def leading(self) -> bool:
+        return self.elector is None or self.elector.is_leader
+
+    def elected(self, _epoch: int) -> None:
+        """Took the lease: forget what an earlier term of this server saw, and look at once."""
+        with self._flags:
+            self._fingerprint, self._waiting, self._last_full = None, True, 0.0
+        self.unschedulable = {}
+        self.hub.watched = None
+        self._kick_local()
+
+    def deposed(self, _epoch: int) -> None:
+        self.hub.watched = None  # reports on this server now kick the (other) leader
+
     def kick(self) -> None:
+        """Make the next pass come now, on whichever server leads."""
+        if self.leading:
+            self._kick_local()
+            return
+        now = time.monotonic()
+        if now - self._forwarded >= KICK_FORWARD_GAP:
+            self._forwarded = now
+            self.hub.coord.publish(signals.KICK)
+
+    def _kick_local(self) -> None:
         """Make the next pass come now (an edge trigger; the loop stays level-triggered).
 
         A kick during a pass makes another one follow it; kicks in a burst are taken
@@ -145,7 +186,11 @@ class Reconciler:
 
     @property
     def healthy(self) -> bool:
-        return self._sched.running and time.time() - self.last_pass_at < max(10.0, self.interval * 10)
+        if not self._sched.running:
+            return False
+        if not self.leading:
+            return True  # following: the elector keeps trying; the leader's loop is its own
+        return time.time() - self.last_pass_at < max(10.0, self.interval * 10)
 
     # -- one pass --------------------------------------------------------------------
     def run_pass(self) -> None:
@@ -166,6 +211,9 @@ class Reconciler:
                 self._schedule(max(time.time(), self._next_allowed()))
 
     def _pass(self) -> None:
+        if not self.leading:
+            self.last_pass_at = time.time()
+            return
         start = time.perf_counter()
         try:
             # Skip the pass when neither the database nor the heartbeats changed since the
@@ -185,6 +233,13 @@ class Reconciler:
             self._last_duration = time.time() - self._last_full
             if touched:
                 self._waiting = True  # look again next interval: did what we asked for happen?
+        except NotLeader as exc:
+            metrics.FENCED.inc()
+            self._waiting = True
+            if self.elector is not None:
+                self.elector.lost(self.elector.epoch or 0, str(exc))
+            log.warning("reconcile pass discarded: %s", exc)
+            return
         except Exception:
             self._waiting = True
             log.exception("reconcile pass failed; the next pass retries")
@@ -201,7 +256,13 @@ class Reconciler:
         # SQLite's write lock for the rest of the pass (a few hundred ms at 10,000 instances)
         # and hold up every agent report and API write meanwhile.
         with s.no_autoflush:
-            return self.reconcile(s, time.time())
+            touched = self.reconcile(s, time.time())
+            if self.elector is not None and (s.new or s.dirty or s.deleted):
+                epoch = self.elector.epoch
+                if epoch is None:
+                    raise NotLeader("this server stopped leading during the pass")
+                self.elector.lease.fence(s, epoch)  # the first write: nothing lands without the lease
+            return touched
 
     def _state(self, s: Session) -> tuple[tuple, list[tuple]]:
         """(fingerprint of the desired and observed state, (node, status, last heartbeat) rows)."""
@@ -223,13 +284,15 @@ class Reconciler:
         if fp != self._fingerprint:
             return True
         now, ttl = time.time(), self.hub.node_ttl(self.node_ttl)
-        for name, status, persisted in nodes:
-            seen = self.hub.last_seen(name, persisted)
-            if status == "ready" and now - seen > ttl:
-                return True
-            if status == "down" and now - self.hub.heartbeats.get(name, 0.0) <= ttl / 2:
-                return True
-        return False
+        views = [liveness.NodeBeat(name, status, persisted, self.hub.heartbeats.get(name, 0.0)) for name, status, persisted in nodes]
+        return bool(liveness.decide(views, now, ttl, self._grace_from()))
+
+    def _grace_from(self) -> float:
+        """Nodes get one TTL of grace from when this server started, or began to lead."""
+        since = self.hub.started_at
+        if self.elector is not None:
+            since = max(since, self.elector.leading_since)
+        return since
 
     def reconcile(self, s: Session, now: float) -> set[str]:
         touched: set[str] = set()
@@ -280,25 +343,24 @@ class Reconciler:
     def _liveness(self, s: Session, nodes: dict[str, Node], now: float) -> set[str]:
         touched = set()
         ttl = self.hub.node_ttl(self.node_ttl)  # stretched in large clusters (see hub.py)
-        for n in nodes.values():
-            seen = self.hub.last_seen(n.name, n.last_heartbeat)
-            if n.status == "ready" and now - seen > ttl:
-                n.status = "down"
-                n.last_heartbeat = seen
-                touched.add(n.name)
+        views = [liveness.NodeBeat(n.name, n.status, n.last_heartbeat, self.hub.heartbeats.get(n.name, 0.0))
+                 for n in nodes.values()]
+        for t in liveness.decide(views, now, ttl, self._grace_from()):
+            n = nodes[t.node]
+            n.status, n.last_heartbeat = t.status, t.seen
+            touched.add(n.name)
+            if t.status == "down":
                 lost = s.scalars(
                     select(Instance).where(Instance.node_name == n.name, Instance.desired_state == "running")
                 ).all()
                 for i in lost:
                     # fenced: the node's agent will remove it when it comes back
                     i.state, i.desired_state, i.updated_at = "lost", "stopped", now
-                record(s, "node_down", f"node {n.name} missed heartbeats for {now - seen:.1f}s; "
+                record(s, "node_down", f"node {n.name} missed heartbeats for {now - t.seen:.1f}s; "
                        f"{len(lost)} instance(s) lost and being replaced", node=n.name, now=now)
-            elif n.status == "down" and now - self.hub.heartbeats.get(n.name, 0.0) <= ttl / 2:
-                # beating again (this process heard it): normally the sync that ended the
-                # silence did this; this catches a sync that raced the pass marking it down
-                n.status, n.last_heartbeat = "ready", self.hub.heartbeats[n.name]
-                touched.add(n.name)
+            else:
+                # beating again: normally the sync that ended the silence did this; this catches a
+                # sync that raced the pass marking it down, or one another server heard
                 record(s, "node_ready", f"node {n.name} is back", node=n.name, now=now)
         return touched
 
