@@ -1,4 +1,5 @@
-"""Service operations behind the API: apply, patch, scale, delete, rollback, and their views.
+"""Service operations behind the API: apply (one service or a batch), patch, scale, delete,
+rollback, and their views.
 
 Each function runs inside one transaction given by the caller; a 2xx answer means it committed.
 """
@@ -6,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -16,7 +18,7 @@ from sqlalchemy.orm import Session
 from orchestrator import revisions
 from orchestrator.core import planner
 from orchestrator.core import status as status_core
-from orchestrator.errors import Conflict, NotFound, ValidationFailed, validation_details
+from orchestrator.errors import Conflict, DockyardError, NotFound, ValidationFailed, validation_details
 from orchestrator.events import record
 from orchestrator.models import Instance, Service
 from orchestrator.reconcile import view
@@ -63,55 +65,182 @@ def _check_version(name: str, version: int, expected: int | None) -> None:
                        current_version=version)
 
 
-def apply(s: Session, name: str, body: ServiceApply, *, if_match: int | None, actor: str, now: float,
-          history_limit: int, check: Callable[[dict], None] | None = None) -> tuple[Service, bool]:
-    """Create or update. Returns (service, created). Identical specs change nothing.
-    `check(spec)` (the host-privilege policy) runs on every spec about to be written."""
+# ------------------------------------------------------------------- apply (PUT and POST /v1/apply)
+#
+# One path for both: `plan` decides what applying a body does (and refuses it) before anything
+# is written, `write` makes the plan true. PUT plans one service; /v1/apply plans every service
+# of a batch first and writes them all in the same transaction.
+
+NOT_SPEC = {"replicas", "version", "change_cause", "stack"}  # ServiceApply's fields beyond ServiceSpec
+
+
+def owner_conflict(name: str, current: str | None, wanted: str | None, take_over: bool = False) -> str | None:
+    """Why a body naming stack `wanted` may not change a service of stack `current` (None: it may).
+
+    A stack owns its services: `delete stack` and `apply --prune` delete them with it. So another
+    stack, an apply without a stack, and a stack reaching for a service outside any stack would
+    each change (and later delete) a service that someone else manages. `take_over` says the
+    move is meant."""
+    if take_over or current == wanted:
+        return None
+    if current is None:
+        return (f"service {name!r} exists outside any stack; delete it first, or apply with take_over "
+                f"to move it into stack {wanted!r}")
+    return f"service {name!r} belongs to stack {current!r}; delete it there or apply with stack {current!r}"
+
+
+def _check_owner(name: str, current: str | None, wanted: str | None, take_over: bool) -> None:
+    why = owner_conflict(name, current, wanted, take_over)
+    if why is not None:
+        raise Conflict(why, [{"field": "stack", "problem": why}], owner_stack=current)
+
+
+def same_spec(body: ServiceApply, spec: dict) -> bool:
+    # the body's own fields first: the same as its spec() (validation is idempotent) without
+    # validating it all again, the bulk of an unchanged apply's cost
+    if body.model_dump(mode="json", exclude=NOT_SPEC) == spec:
+        return True
+    return body.spec().model_dump(mode="json") == spec
+
+
+def decide(name: str, version: int, replicas: int, stack: str | None, spec: dict, body: ServiceApply,
+           expected: int | None, take_over: bool = False) -> tuple[bool, bool]:
+    """(the spec changes, anything changes) when `body` is applied to a service in this state.
+    Raises Conflict (409) on a stale version or a service of another stack (owner_conflict)."""
+    _check_version(name, version, expected)
+    _check_owner(name, stack, body.stack, take_over)
+    spec_changes = not same_spec(body, spec)
+    return spec_changes, spec_changes or body.replicas != replicas or body.stack != stack
+
+
+def is_noop(name: str, version: int, replicas: int, stack: str | None, spec: dict, body: ServiceApply,
+            if_match: int | None, take_over: bool = False) -> bool:
+    """Would applying `body` to a service in this state change nothing? (409 as `decide`)"""
+    expected = body.version if body.version is not None else if_match
+    return not decide(name, version, replicas, stack, spec, body, expected, take_over)[1]
+
+
+@dataclass
+class Plan:
+    """What applying one body does, decided (or refused) before anything is written."""
+
+    name: str
+    body: ServiceApply
+    svc: Any  # the service now: an ORM object when read locked, else a read-only row; None: absent
+    spec: dict  # the spec to store
+    action: str  # created | updated | unchanged
+    spec_changes: bool
+
+
+def current(s: Session, names: list[str], *, lock: bool) -> dict[str, Any]:
+    """name -> the service's row, locked for the write to come (in name order, so that two
+    batches lock their rows in the same order) or read without locking (a Core row)."""
+    if not names:
+        return {}
+    wanted = sorted(set(names))
+    if lock:
+        q = select(Service).where(Service.name.in_(wanted)).order_by(Service.name).with_for_update()
+        return {svc.name: svc for svc in s.scalars(q)}
+    rows = s.connection().execute(select(Service.__table__).where(Service.name.in_(wanted)))
+    return {row.name: row for row in rows}
+
+
+def plan(name: str, svc: Any, body: ServiceApply, *, if_match: int | None = None,
+         check: Callable[[dict], None] | None = None, take_over: bool = False) -> Plan:
+    """Decide one apply against the service as it is (`svc`, None: absent). Raises the error the
+    apply would answer: 422 name, 409 version or stack owner, 403 policy (`check`, run on every
+    spec about to be written)."""
     check_name(name)
-    spec = body.spec().model_dump(mode="json")
-    svc = s.scalars(select(Service).where(Service.name == name).with_for_update()).first()
     expected = body.version if body.version is not None else if_match
     if svc is None:
         if expected not in (None, 0):
-            raise Conflict(f"service {name!r} does not exist, so it cannot be at version {expected}", current_version=0)
+            raise Conflict(f"service {name!r} does not exist, so it cannot be at version {expected}",
+                           [{"field": "version", "problem": f"the service does not exist, so not at version {expected}"}],
+                           current_version=0)
+        spec = body.spec().model_dump(mode="json")
         if check is not None:
             check(spec)
-        svc = Service(name=name, stack=body.stack, spec=spec, replicas=body.replicas, revision=0, generation=1,
+        return Plan(name, body, None, spec, "created", True)
+    spec_changes, changes = decide(name, svc.version, svc.replicas, svc.stack, svc.spec, body, expected, take_over)
+    spec = body.spec().model_dump(mode="json") if spec_changes else svc.spec
+    if spec_changes and check is not None:
+        check(spec)
+    return Plan(name, body, svc, spec, "updated" if changes else "unchanged", spec_changes)
+
+
+def write(s: Session, p: Plan, *, actor: str, now: float, history_limit: int) -> Service:
+    """Make a plan true (its service read locked): the row, a revision for a new spec, events."""
+    name, body = p.name, p.body
+    if p.svc is None:
+        svc = Service(name=name, stack=body.stack, spec=p.spec, replicas=body.replicas, revision=0, generation=1,
                       version=1, created_at=now, updated_at=now, rollout_phase="complete", rollout_reason="")
         s.add(svc)
         s.flush()
-        rev = revisions.add(s, svc, spec, body.change_cause or "created", now, history_limit)
+        rev = revisions.add(s, svc, p.spec, body.change_cause or "created", now, history_limit)
         svc.revision = rev.number
-        record(s, "service_created", f"service {name} created with {body.replicas} replica(s), revision 1",
+        stack = f" in stack {body.stack}" if body.stack else ""
+        record(s, "service_created", f"service {name} created{stack} with {body.replicas} replica(s), revision 1",
                service=name, actor=actor, now=now)
-        return svc, True
-    check_version(svc, expected)
-    changed = False
-    if spec != svc.spec:
-        if check is not None:
-            check(spec)
-        cause = body.change_cause or revisions.summary(svc.spec, spec)
-        rev = revisions.add(s, svc, spec, cause, now, history_limit)
+        return svc
+    svc = p.svc
+    if p.action == "unchanged":
+        return svc
+    if p.spec_changes:
+        cause = body.change_cause or revisions.summary(svc.spec, p.spec)
+        rev = revisions.add(s, svc, p.spec, cause, now, history_limit)
         if svc.rollout_phase in ("complete", "rolled_back") or svc.rollout_from is None:
             svc.rollout_from = svc.revision
         # else a rollout was under way or paused: a failure of this one still returns to the
         # last revision that was fully rolled out, not to the half-done one
-        svc.spec, svc.revision = spec, rev.number
+        svc.spec, svc.revision = p.spec, rev.number
         svc.rollout_phase, svc.rollout_reason, svc.rollout_started_at = "progressing", "", now
         record(s, "service_updated", f"revision {rev.number}: {cause}", service=name, actor=actor, now=now)
-        changed = True
     if body.replicas != svc.replicas:
         record(s, "service_scaled", f"replicas {svc.replicas} -> {body.replicas}", service=name, actor=actor, now=now)
         svc.replicas = body.replicas
-        changed = True
-    if body.stack != svc.stack and body.stack is not None:
+    if body.stack != svc.stack:  # only with take_over (owner_conflict)
+        record(s, "service_moved", f"stack {svc.stack or '(none)'} -> {body.stack or '(none)'}", service=name,
+               actor=actor, now=now)
         svc.stack = body.stack
-        changed = True
-    if changed:
-        svc.generation += 1
-        svc.version += 1
-        svc.updated_at = now
-    return svc, False
+    svc.generation += 1
+    svc.version += 1
+    svc.updated_at = now
+    return svc
+
+
+def apply(s: Session, name: str, body: ServiceApply, *, if_match: int | None, actor: str, now: float,
+          history_limit: int, check: Callable[[dict], None] | None = None,
+          take_over: bool = False) -> tuple[Service, bool]:
+    """Create or update. Returns (service, created). Identical specs change nothing."""
+    check_name(name)
+    p = plan(name, current(s, [name], lock=True).get(name), body, if_match=if_match, check=check,
+             take_over=take_over)
+    return write(s, p, actor=actor, now=now, history_limit=history_limit), p.svc is None
+
+
+def plan_many(s: Session, items: list[tuple[str, ServiceApply]], *, lock: bool,
+              check: Callable[[dict], None] | None = None, take_over: bool = False) -> list[Plan | DockyardError]:
+    """A plan, or the error that refuses it, for every (name, body) of a batch; nothing written."""
+    rows = current(s, [n for n, _ in items], lock=lock)
+    out: list[Plan | DockyardError] = []
+    for name, body in items:
+        try:
+            out.append(plan(name, rows.get(name), body, check=check, take_over=take_over))
+        except DockyardError as exc:
+            out.append(exc)
+    return out
+
+
+def write_many(s: Session, plans: list[Plan], *, actor: str, now: float, history_limit: int) -> list[tuple[str, Service]]:
+    """Write every plan of a batch in the caller's transaction: (action, service) each."""
+    return [(p.action, write(s, p, actor=actor, now=now, history_limit=history_limit)) for p in plans]
+
+
+def results(s: Session, done: list[tuple[str, Any]], now: float) -> list[dict]:
+    """/v1/apply's answer: name, action and the service as GET shows it, per service."""
+    live = live_instances(s, [svc.name for _, svc in done])
+    return [{"name": svc.name, "action": action, "service": service_dict(svc, live[svc.name], now)}
+            for action, svc in done]
 
 
 def unchanged(s: Session, name: str, body: ServiceApply, *, if_match: int | None) -> Service | None:
@@ -119,29 +248,13 @@ def unchanged(s: Session, name: str, body: ServiceApply, *, if_match: int | None
 
     Re-applying an unchanged manifest is the most common write (CI pipelines, `dockyard apply`
     of a whole stack): answering it from a plain read keeps it out of the database's single
-    write lock. A stale version still gets its 409, as from `apply`."""
+    write lock. A stale version or another stack's service still gets its 409, as from `apply`."""
     check_name(name)
     try:
         svc = read(s, name)
     except NotFound:
         return None
     return svc if is_noop(name, svc.version, svc.replicas, svc.stack, svc.spec, body, if_match) else None
-
-
-NOT_SPEC = {"replicas", "version", "change_cause", "stack"}  # ServiceApply's fields beyond ServiceSpec
-
-
-def is_noop(name: str, version: int, replicas: int, stack: str | None, spec: dict, body: ServiceApply,
-            if_match: int | None) -> bool:
-    """Would applying `body` to a service in this state change nothing? (409 on a stale version)"""
-    _check_version(name, version, body.version if body.version is not None else if_match)
-    if body.replicas != replicas or (body.stack is not None and body.stack != stack):
-        return False
-    # the body's own fields first: the same as its spec() (validation is idempotent) without
-    # validating it all again, the bulk of an unchanged apply's cost
-    if body.model_dump(mode="json", exclude=NOT_SPEC) == spec:
-        return True
-    return body.spec().model_dump(mode="json") == spec
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

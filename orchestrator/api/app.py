@@ -15,6 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from orchestrator import __version__, errors, events, metrics, policy
 from orchestrator.api import agent, cluster, services
 from orchestrator.api import logs as logs_api
+from orchestrator.api import apply as apply_api
 from orchestrator.api import security, tokens
 from orchestrator.limits import BodyLimit
 from orchestrator.api.deps import State, role
@@ -106,6 +107,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.include_router(services.router)
+    app.include_router(apply_api.router)  # POST /v1/apply
     app.include_router(cluster.router)
     app.include_router(agent.router)
     app.include_router(logs_api.router)
