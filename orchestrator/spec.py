@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from fractions import Fraction
 import shlex
 from typing import Annotated, Any, Literal
 
@@ -14,35 +15,80 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 LABEL_KEY = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,126}[A-Za-z0-9])?$")
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-_MEM_UNITS = {
-    "": 1, "b": 1,
-    "k": 1000, "kb": 1000, "ki": 1024, "kib": 1024,
-    "m": 1000**2, "mb": 1000**2, "mi": 1024**2, "mib": 1024**2,
-    "g": 1000**3, "gb": 1000**3, "gi": 1024**3, "gib": 1024**3,
-}
+# Docker accepts any name without '=' or NUL ('discovery.type', 'my-var'); a shell may not see it, the process does.
+ENV_KEY = re.compile(r"^[^=\x00]{1,1024}$")
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses memory limits below 6 MiB
+MAX_MEMORY = 2**63 - 1  # Docker (and the database) keep it in a signed 64-bit integer
 
 MAX_ITEMS = 256
 MAX_STR = 4096
 
+# Kubernetes resource quantities (k8s.io/apimachinery resource.Quantity), as bytes.
+_BINARY_SI = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL_SI = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_QUANTITY = re.compile(r"([+-]?)(\d+(?:\.\d*)?|\.\d+)([eE][+-]?\d+|[A-Za-z]*)")
+# what people write after Docker or other tools, and the Kubernetes spelling of the same number
+_NOT_KUBERNETES = {
+    "b": "plain bytes (no unit)", "kb": "'k' (1000) or 'Ki' (1024)", "ki": "'Ki'", "kib": "'Ki'", "K": "'k' (1000) or 'Ki' (1024)",
+    "mb": "'M' (10^6) or 'Mi' (2^20)", "mi": "'Mi'", "mib": "'Mi'",
+    "gb": "'G' or 'Gi'", "g": "'G' or 'Gi'", "gi": "'Gi'", "gib": "'Gi'",
+    "tb": "'T' or 'Ti'", "t": "'T' or 'Ti'", "ti": "'Ti'", "tib": "'Ti'",
+    "pb": "'P' or 'Pi'", "p": "'P' or 'Pi'", "pi": "'Pi'", "pib": "'Pi'",
+}
+_MEMORY_FORMS = "use bytes or a Kubernetes quantity such as '64Mi', '1.5Gi', '100Ti', '512M' or '1e9'"
+
 
 def parse_memory(value: Any) -> int | None:
-    """Bytes from an int or a string like '64Mi', '128m', '1G'."""
+    """Bytes from an int or a Kubernetes quantity ('64Mi', '1G', '100Ti', '1e9'), rounded up to a whole byte.
+
+    A lowercase 'm' is refused: Kubernetes reads it as milli (1/1000), Docker and Compose as
+    MiB, so '128m' means two numbers a million times apart depending on who reads it."""
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ValueError("must be a byte count or a string like '64Mi'")
-    if isinstance(value, (int, float)):
-        n = int(value)
+        raise ValueError(f"must be a byte count or a string; {_MEMORY_FORMS}")
+    if isinstance(value, int):
+        n = Fraction(value)
+    elif isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"must be a finite number of bytes; {_MEMORY_FORMS}")
+        n = Fraction(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        m = _QUANTITY.fullmatch(text) if len(text) <= 64 else None
+        if not m:
+            raise ValueError(f"{value!r} is not a quantity: {_MEMORY_FORMS}")
+        sign, number, suffix = m.groups()
+        if suffix == "m":
+            raise ValueError(f"{value!r}: a lowercase 'm' means milli (1/1000) in Kubernetes and MiB in Docker; "
+                             f"write '{number}Mi' for mebibytes (or '{number}M' for 10^6 bytes)")
+        if suffix in ("n", "u"):
+            raise ValueError(f"{value!r}: '{suffix}' is a fraction of a byte; {_MEMORY_FORMS}")
+        if suffix[:1] in "eE" and suffix[1:].lstrip("+-").isdigit():
+            exp = int(suffix[1:])
+            if exp > 30:
+                raise ValueError(f"{value!r} is too large: at most {MAX_MEMORY} bytes (8Ei - 1)")
+            mult = Fraction(10) ** exp
+        elif suffix in _BINARY_SI:
+            mult = Fraction(_BINARY_SI[suffix])
+        elif suffix in _DECIMAL_SI:
+            mult = Fraction(_DECIMAL_SI[suffix])
+        elif suffix in _NOT_KUBERNETES or suffix.lower() in _NOT_KUBERNETES:
+            hint = _NOT_KUBERNETES.get(suffix) or _NOT_KUBERNETES[suffix.lower()]
+            raise ValueError(f"{value!r}: unit '{suffix}' is not a Kubernetes quantity suffix; use {hint}")
+        else:
+            raise ValueError(f"{value!r}: unknown unit '{suffix}'; {_MEMORY_FORMS}")
+        n = Fraction(number) * mult * (-1 if sign == "-" else 1)
     else:
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(value))
-        if not m or m.group(2).lower() not in _MEM_UNITS:
-            raise ValueError("must be a byte count or a string like '64Mi', '128M', '1Gi'")
-        n = int(float(m.group(1)) * _MEM_UNITS[m.group(2).lower()])
-    if n < MIN_MEMORY:
+        raise ValueError(f"must be a byte count or a string; {_MEMORY_FORMS}")
+    if n < 0:
+        raise ValueError("must not be negative")
+    whole = -(-n.numerator // n.denominator)  # round up: a fraction of a byte is still a byte
+    if whole > MAX_MEMORY:
+        raise ValueError(f"{value!r} is too large: at most {MAX_MEMORY} bytes (8Ei - 1)")
+    if whole < MIN_MEMORY:
         raise ValueError("must be at least 6Mi (Docker's minimum)")
-    return n
+    return whole
 
 
 def dns_label(value: str) -> str:
@@ -209,7 +255,8 @@ class ServiceSpec(_Strict):
     def _env(cls, v: dict[str, str]) -> dict[str, str]:
         for k in v:
             if not ENV_KEY.fullmatch(k):
-                raise ValueError(f"invalid environment variable name {k!r}")
+                raise ValueError(f"invalid environment variable name {k!r}: "
+                                 "it must be 1-1024 characters without '=' or NUL")
         return v
 
     @field_validator("volumes")

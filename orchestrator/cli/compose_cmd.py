@@ -1,13 +1,15 @@
 """`dockyard compose up|convert|down`: run a Docker Compose file as a Dockyard stack."""
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from orchestrator.cli import render
-from orchestrator.cli.client import command, fail, usage
+from orchestrator.cli.client import ApiError, CliError, client, command, fail, usage
 from orchestrator.cli.render import Output
 
 PANEL = "Workloads"
@@ -28,15 +30,23 @@ def _path(file: Optional[Path]) -> Path:
     raise usage(f"no compose file given and none of {', '.join(DEFAULT_FILES)} is here; use -f FILE")
 
 
-def translate(file: Optional[Path], stack: Optional[str], quiet: bool = False):  # type: ignore[no-untyped-def]
+EnvFileOpt = typer.Option(None, "--env-file", help="variables for ${VAR} (repeatable; default: .env beside the file)")
+VolumeRootOpt = typer.Option(None, "--volume-root", envvar="DOCKYARD_VOLUME_ROOT",
+                             help="bind named volumes to DIR/STACK/NAME on the node (the server must --allow bind:DIR); "
+                                  "without it a named volume is refused")
+
+
+def translate(file: Optional[Path], stack: Optional[str], quiet: bool = False,  # type: ignore[no-untyped-def]
+              env_files: Optional[List[Path]] = None, volume_root: Optional[str] = None):
     """Load and translate; print every warning (unless quiet). ComposeError becomes an error line."""
     from orchestrator.compose import ComposeError, load
 
     path = _path(file)
     try:
-        result = load(path, stack=stack)
+        result = load(path, stack=stack, environ=dict(os.environ), env_files=env_files or None,
+                      volume_root=volume_root)
     except ComposeError as exc:
-        raise fail(str(exc))
+        raise fail(f"{path}: {exc}", "nothing was applied")
     if not quiet:
         for w in result.warnings:
             render.warn(w)
@@ -48,33 +58,109 @@ def documents(services: dict[str, dict]) -> list[dict]:
     return [{"name": name, **body} for name, body in services.items()]
 
 
+def _apply(c, docs: list[dict], dry_run: bool) -> list[dict]:  # type: ignore[no-untyped-def]
+    """POST /v1/apply: all of `docs` or none; a refusal names each service and key."""
+    from orchestrator.compose.readiness import refusal_lines
+
+    try:
+        return c.post("/v1/apply", {"services": docs, "dry_run": dry_run})["results"]
+    except ApiError as exc:
+        if exc.no_route:
+            raise fail(f"the server at {c.conn.url} has no POST /v1/apply, which compose up needs to apply a "
+                       "stack all or nothing", "the server is older than this command line; nothing was applied")
+        err = CliError(f"{exc.message}" if "nothing was applied" in exc.message else
+                       f"nothing was applied: {exc.message}", hints=exc.hints)
+        err.detail_lines = refusal_lines(exc.details, [d["name"] for d in docs])  # type: ignore[attr-defined]
+        raise err from None
+
+
+def _wait_for(c, needs: dict[tuple[str, str], list[str]], timeout: float, left: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Wait until every (dependency, condition) holds, as `docker compose up` does before starting
+    what depends on it; `needs` maps each to the services waiting for it."""
+    from orchestrator.compose.readiness import check
+
+    deadline = time.monotonic() + timeout
+    pending = dict(needs)
+    for (dep, cond), waiting in pending.items():
+        typer.echo(f"waiting for {dep} ({cond}) before {', '.join(waiting)}", err=True)
+    why = ""
+    while pending:
+        for key in list(pending):
+            dep, cond = key
+            svc = c.get(f"/v1/services/{dep}")
+            inst = c.get(f"/v1/services/{dep}/instances") if cond == "service_completed_successfully" else None
+            verdict, why = check(cond, svc, inst)
+            if verdict == "ready":
+                typer.echo(f"{dep}: {cond} ({why})", err=True)
+                del pending[key]
+            elif verdict == "failed":
+                raise fail(f"{dep} cannot satisfy {cond}: {why}",
+                           f"not applied: {', '.join(left)}; fix {dep} and run compose up again")
+        if pending and time.monotonic() > deadline:
+            (dep, cond), _ = next(iter(pending.items()))
+            raise fail(f"{dep} is not {cond.removeprefix('service_').replace('_', ' ')} after {timeout:g}s: {why}",
+                       f"not applied: {', '.join(left)}; `dockyard describe {dep}` says why, "
+                       "or give --wait-timeout more time")
+        if pending:
+            time.sleep(0.5)
+
+
 @compose_app.command("up")
 @command
 def up(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
-       dry_run: bool = typer.Option(False, "--dry-run", help="print what would change and change nothing"),
-       prune: bool = typer.Option(False, "--prune", help="delete services of the stack the file no longer has")) -> None:
-    """Translate a compose file and apply its services as one stack.
+       dry_run: bool = typer.Option(False, "--dry-run", help="check everything on the server, print the plan, change nothing"),
+       prune: bool = typer.Option(False, "--prune", help="delete services of the stack the file no longer has"),
+       env_file: Optional[List[Path]] = EnvFileOpt, volume_root: Optional[str] = VolumeRootOpt,
+       wait_timeout: float = typer.Option(300.0, "--wait-timeout", min=0,
+                                          help="seconds to wait for each dependency (depends_on) to be ready")) -> None:
+    """Translate a compose file and apply its services as one stack, all or nothing.
 
-    Keys Dockyard cannot honour are printed as warnings; nothing is dropped silently.
+    Every service is checked by the server first (spec, policy, stack ownership): one refusal
+    and nothing is created. Then the services are applied in depends_on order, waiting for
+    each dependency's condition (service_started, service_healthy, service_completed_successfully)
+    before what depends on it. Keys Dockyard cannot honour are printed as warnings or refused.
 
     Example: dockyard compose up -f docker-compose.yml --stack shop
 
     Example: dockyard compose up --dry-run
+
+    Example: dockyard compose up --volume-root /srv/dockyard
     """
     from orchestrator.cli.resources import apply_services
 
-    path, result = translate(file, stack)
-    items = list(result.services.items())
-    st = items[0][1]["stack"]
-    typer.echo(f"stack {st}: {len(items)} service(s) from {path}" +
+    path, result = translate(file, stack, env_files=env_file, volume_root=volume_root)
+    docs = {d["name"]: d for d in documents(result.services)}
+    st = next(iter(docs.values()))["stack"]
+    typer.echo(f"stack {st}: {len(docs)} service(s) from {path}" +
                (f", {len(result.warnings)} warning(s) above" if result.warnings else ""), err=True)
-    apply_services(items, dry_run=dry_run, prune=prune)
+    c = client()
+    _apply(c, list(docs.values()), dry_run=True)  # everything checked before anything is created
+    if len(result.levels) > 1:
+        typer.echo("order: " + " -> ".join(", ".join(level) for level in result.levels), err=True)
+    if dry_run:
+        apply_services(list(result.services.items()), dry_run=True, prune=prune)
+        return
+    for k, level in enumerate(result.levels):
+        needs: dict[tuple[str, str], list[str]] = {}
+        for name in level:
+            for dep, cond in result.depends_on[name].items():
+                needs.setdefault((dep, cond), []).append(name)
+        if needs:
+            _wait_for(c, needs, wait_timeout, [n for lv in result.levels[k:] for n in lv])
+        for r in _apply(c, [docs[n] for n in level], dry_run=False):
+            render.ok(f"service/{r['name']} {r['action']}")
+    if prune:
+        for s in c.get("/v1/services", params={"stack": st}):
+            if s["name"] not in docs:
+                c.delete(f"/v1/services/{s['name']}")
+                render.ok(f"service/{s['name']} deleted (no longer in stack {st})")
 
 
 @compose_app.command("convert")
 @command
 def convert(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
-            output: Output = typer.Option(Output.yaml, "--output", "-o", help="yaml (for `dockyard apply -f`) or json")) -> None:
+            output: Output = typer.Option(Output.yaml, "--output", "-o", help="yaml (for `dockyard apply -f`) or json"),
+            env_file: Optional[List[Path]] = EnvFileOpt, volume_root: Optional[str] = VolumeRootOpt) -> None:
     """Print the Dockyard services a compose file becomes, without applying anything.
 
     The YAML output is a manifest that `dockyard apply -f` takes as it is.
@@ -83,8 +169,11 @@ def convert(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
     """
     if output not in (Output.yaml, Output.json):
         raise usage("compose convert prints yaml or json")
-    _, result = translate(file, stack)
+    _, result = translate(file, stack, env_files=env_file, volume_root=volume_root)
     docs = documents(result.services)
+    if len(result.levels) > 1:  # a manifest has no depends_on: say the order compose up would use
+        typer.echo("order (compose up waits between levels): "
+                   + " -> ".join(", ".join(level) for level in result.levels), err=True)
     if output == Output.json:
         typer.echo(render.to_json(docs))
     else:
@@ -94,15 +183,21 @@ def convert(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
 @compose_app.command("down")
 @command
 def down(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
-         wait: bool = typer.Option(False, "--wait", help="return only once the containers are gone")) -> None:
+         wait: bool = typer.Option(False, "--wait", help="return only once the containers are gone"),
+         env_file: Optional[List[Path]] = EnvFileOpt) -> None:
     """Delete the stack a compose file was brought up as.
 
     Example: dockyard compose down -f docker-compose.yml
     """
     from orchestrator.cli.resources import delete_stack
+    from orchestrator.compose import ComposeError
+    from orchestrator.compose.yaml_loader import project
 
-    _, result = translate(file, stack, quiet=True)
-    name = next(iter(result.services.values()))["stack"]
+    path = _path(file)
+    try:  # only the stack's name: a file that no longer translates can still be taken down
+        name = project(path, stack=stack, environ=dict(os.environ), env_files=env_file or None)
+    except ComposeError as exc:
+        raise fail(f"{path}: {exc}")
     delete_stack.__wrapped__(name, wait=wait, timeout=120.0)  # type: ignore[attr-defined]
 
 

@@ -14,8 +14,11 @@ class ComposeError(ValueError):
 
 @dataclass
 class Translation:
-    services: dict[str, dict] = field(default_factory=dict)
+    services: dict[str, dict] = field(default_factory=dict)  # name -> PUT /v1/services/{name} body
     warnings: list[str] = field(default_factory=list)
+    # name -> {dependency: condition}; conditions are depends.CONDITIONS
+    depends_on: dict[str, dict[str, str]] = field(default_factory=dict)
+    levels: list[list[str]] = field(default_factory=list)  # apply order: each level after the one before
 
 
 def fail(where: str, msg: str) -> ComposeError:
@@ -41,6 +44,8 @@ def mapping(value: Any, where: str) -> dict:
 
 
 def boolean(value: Any, where: str) -> bool:
+    if isinstance(value, str) and value.lower() in ("true", "false"):  # an interpolated '${DEBUG:-false}'
+        return value.lower() == "true"
     if not isinstance(value, bool):
         raise fail(where, "must be true or false")
     return value
@@ -53,6 +58,8 @@ def extra_keys(d: dict, known: set[str], where: str, warn: Warn) -> None:
 
 
 def non_negative_int(value: Any, where: str) -> int:
+    if isinstance(value, str) and value.strip().isdigit():  # an interpolated '${REPLICAS:-2}'
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise fail(where, f"must be a non-negative integer, not {value!r}")
     return value

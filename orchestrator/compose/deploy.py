@@ -32,30 +32,41 @@ def resources(res: dict, svc: dict, name: str, warn: Warn) -> dict:
     where = f"{name}.deploy.resources"
     extra_keys(res, {"limits", "reservations"}, where, warn)
     limits, reserv = mapping(res.get("limits"), f"{where}.limits"), mapping(res.get("reservations"), f"{where}.reservations")
-    extra_keys(limits, {"cpus", "memory"}, f"{where}.limits", warn)
-    extra_keys(reserv, {"cpus", "memory"}, f"{where}.reservations", warn)
-    # Dockyard has one number per resource, both to place and to cap: the limit if
-    # there is one, else the reservation, else the plain-compose 'cpus' / 'mem_limit'.
+    extra_keys(limits, {"cpus", "memory", "pids"}, f"{where}.limits", warn)
+    extra_keys(reserv, {"cpus", "memory", "devices"}, f"{where}.reservations", warn)
+    for key, src in (("pids", limits), ("devices", reserv)):
+        if src.get(key) is not None:
+            warn(f"{where}: '{key}' is not supported and was not applied")
+    # Dockyard has one number per resource, both to place and to cap: the limit if there is
+    # one, else the reservation, else the plain-compose keys (limit before reservation).
+    sources = {
+        "cpus": [(limits, "cpus", f"{where}.limits.cpus"), (reserv, "cpus", f"{where}.reservations.cpus"),
+                 (svc, "cpus", f"{name}.cpus")],
+        "memory": [(limits, "memory", f"{where}.limits.memory"), (reserv, "memory", f"{where}.reservations.memory"),
+                   (svc, "mem_limit", f"{name}.mem_limit"), (svc, "mem_reservation", f"{name}.mem_reservation")],
+    }
     out: dict = {}
-    for key, legacy in (("cpus", "cpus"), ("memory", "mem_limit")):
-        for src, label in ((limits, "limits"), (reserv, "reservations"), (svc, None)):
-            raw = src.get(legacy if label is None else key)
-            if raw is None:
-                continue
-            at = f"{name}.{legacy}" if label is None else f"{where}.{label}.{key}"
-            if key == "memory":
-                out[key] = convert_memory(raw, at)
-            else:
-                try:
-                    out[key] = float(raw)
-                except (TypeError, ValueError):
-                    raise fail(at, f"invalid cpus {raw!r}") from None
-            if label == "limits" and key in reserv and reserv[key] != limits[key]:
-                warn(f"{where}.reservations.{key}: ignored; the limit is used both to place and to cap")
-            if label is not None and svc.get(legacy) is not None:
-                warn(f"{name}: '{legacy}' is overridden by deploy.resources")
-            break
+    for key, chain in sources.items():
+        found = [(raw, at) for src, k, at in chain if (raw := src.get(k)) is not None]
+        if not found:
+            continue
+        values = [convert_memory(raw, at) if key == "memory" else _cpus(raw, at) for raw, at in found]
+        out[key] = values[0]
+        for (_, at), v in zip(found[1:], values[1:]):
+            if v != values[0]:
+                warn(f"{at}: not applied; {found[0][1]} is used both to place and to cap")
+    swap = svc.get("memswap_limit")
+    if swap is not None and str(swap) != "0" and (str(swap) == "-1" or convert_memory(swap, f"{name}.memswap_limit")
+                                                 != out.get("memory")):
+        warn(f"{name}.memswap_limit: not applied; a Dockyard container gets no swap beyond its memory limit")
     return out
+
+
+def _cpus(raw: Any, at: str) -> float:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise fail(at, f"invalid cpus {raw!r}") from None
 
 
 def update(uc: dict, name: str, warn: Warn) -> dict:

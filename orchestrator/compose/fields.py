@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +26,27 @@ def parse_duration(value: Any, where: str) -> float:
     return sum(float(n) * _DURATION_UNIT[u] for n, u in parts)
 
 
-# go-units RAMInBytes: every unit is binary, with optional 'i' and 'b' ('512M', '1gb', '2GiB').
+# go-units RAMInBytes (what Docker and Compose use for mem_limit and deploy.resources): every unit is
+# binary and case-insensitive, with an optional 'i' and 'b' ('512M' = '512m' = '512MiB' = 512 * 2^20).
 _COMPOSE_MEM = re.compile(r"(\d+(?:\.\d+)?) ?([kmgtp])?i?b?", re.I)
+_MAX_BYTES = 2**63 - 1
 
 
-def convert_memory(value: Any, where: str) -> int | str:
-    """Compose size -> Dockyard size with the same number of bytes ('512M' -> '512Mi')."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return int(value)
-    m = _COMPOSE_MEM.fullmatch(str(value).strip()) if isinstance(value, str) else None
-    if not m:
-        raise fail(where, f"invalid size {value!r}: use bytes or forms like '512M', '1G'")
-    number, unit = m.group(1), (m.group(2) or "").lower()
-    if not unit:
-        return int(float(number))
-    if unit in "kmg":
-        return f"{number}{unit.upper()}i"
-    return int(float(number) * 1024 ** "kmgtp".index(unit) * 1024)  # t, p: no Dockyard unit
+def convert_memory(value: Any, where: str) -> int:
+    """A Compose size ('128m', '1g', '1.5GiB', 1073741824) -> bytes, by Docker's rules (binary units)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        n = value
+    else:
+        m = _COMPOSE_MEM.fullmatch(value.strip()) if isinstance(value, str) else None
+        if not m:
+            raise fail(where, f"invalid size {value!r}: use bytes or a number with b, k, m, g, t or p "
+                              "(binary, as in Docker: '128m' is 128 MiB)")
+        unit = (m.group(2) or "").lower()
+        # exact arithmetic, then truncated like Docker's int64(float * unit)
+        n = int(Fraction(m.group(1)) * 1024 ** (" kmgtp".index(unit) if unit else 0))
+    if n > _MAX_BYTES:
+        raise fail(where, f"size {value!r} is too large: at most {_MAX_BYTES} bytes")
+    return n
 
 
 def command(value: Any, where: str) -> list[str]:
@@ -55,26 +60,31 @@ def command(value: Any, where: str) -> list[str]:
     raise fail(where, "must be a string or a list of strings")
 
 
-def pairs(value: Any, where: str, warn: Warn, *, bare_ok: bool) -> dict[str, str]:
-    """A 'K=V' list or a mapping -> dict. A bare 'K' is '' for labels; for environment
-    Compose would read it from the host environment, which we refuse to do, so it is skipped."""
+def pairs(value: Any, where: str, warn: Warn, *, bare_ok: bool, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """A 'K=V' list or a mapping -> dict. A bare 'K' (or 'K:' with no value) is '' for labels;
+    for environment Compose takes it from the environment (`environ`), and skips it when unset."""
     out: dict[str, str] = {}
     if value is None:  # an empty `environment:` key
         return out
     if isinstance(value, dict):
-        for k, v in value.items():
-            out[str(k)] = str_value(v, f"{where}.{k}")
+        items = [(str(k), v, v is None) for k, v in value.items()]
     elif isinstance(value, list):
+        items = []
         for item in value:
             if not isinstance(item, str):
                 raise fail(where, f"list items must be 'KEY=VALUE' strings, got {item!r}")
             key, sep, val = item.partition("=")
-            if not sep and not bare_ok:
-                warn(f"{where}: '{key}' has no value (Compose would take it from the host environment); it was skipped")
-                continue
-            out[key.strip()] = val
+            items.append((key.strip(), val, not sep))
     else:
         raise fail(where, "must be a list of 'KEY=VALUE' strings or a mapping")
+    for key, val, bare in items:
+        if bare and not bare_ok:
+            if environ is not None and key in environ:
+                out[key] = environ[key]
+            else:
+                warn(f"{where}: '{key}' has no value and is not set in the environment or .env; it was skipped")
+            continue
+        out[key] = str_value(val, f"{where}.{key}")
     return out
 
 
@@ -104,7 +114,7 @@ def read_env_file(path: Path, where: str, warn: Warn) -> dict[str, str]:
     return out
 
 
-def env(svc: dict, name: str, base_dir: Path, warn: Warn) -> dict[str, str]:
+def env(svc: dict, name: str, base_dir: Path, warn: Warn, environ: dict[str, str] | None = None) -> dict[str, str]:
     out: dict[str, str] = {}
     files = svc.get("env_file")
     if files is not None and not isinstance(files, (str, dict, list)):
@@ -121,5 +131,5 @@ def env(svc: dict, name: str, base_dir: Path, warn: Warn) -> dict[str, str]:
             continue
         out.update(read_env_file(path, f"{name}.env_file", warn))
     if "environment" in svc:  # environment wins over env_file, as in Compose
-        out.update(pairs(svc["environment"], f"{name}.environment", warn, bare_ok=False))
+        out.update(pairs(svc["environment"], f"{name}.environment", warn, bare_ok=False, environ=environ or {}))
     return out

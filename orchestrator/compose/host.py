@@ -4,10 +4,14 @@ They map one to one onto the spec fields of the same meaning. The server refuses
 unless its `--allow` list permits them (and an admin token applies them): the translator
 only says what the file asks for, it does not judge it.
 
-Only bind mounts of host paths exist in Dockyard: named and anonymous volumes, tmpfs and
-the other mount types are warned about and skipped. A relative host path is resolved
-against the compose file's directory, as `docker stack deploy` does; `~` is not expanded
-(that would need the client's environment).
+Only bind mounts of host paths exist in Dockyard. A named volume is therefore refused (it
+usually holds data that must outlive the container), unless a volume root is given
+(`compose up --volume-root DIR`): then volume NAME becomes the bind mount DIR/STACK/NAME, a
+directory on whichever node runs the container (like a Swarm local volume; the server's
+policy must allow `bind:DIR`). External volumes and volume drivers are refused either way.
+Anonymous volumes and tmpfs mounts are warned about and skipped: their data would not outlive
+the container anyway. A relative host path is resolved against the compose file's directory,
+as `docker stack deploy` does; `~` is not expanded (that would need the client's environment).
 """
 from __future__ import annotations
 
@@ -15,9 +19,44 @@ import posixpath
 from pathlib import Path
 from typing import Any
 
-from orchestrator.compose.common import Warn, boolean, extra_keys, fail, mapping
+from dataclasses import dataclass, field
+
+from orchestrator.compose.common import ComposeError, Warn, boolean, extra_keys, fail, mapping
 
 KEYS = {"privileged", "cap_add", "network_mode", "pid", "volumes"}
+
+
+@dataclass(frozen=True)
+class Volumes:
+    """What a service's named volumes resolve against: the top-level definitions and the root."""
+
+    stack: str = "default"
+    root: str | None = None
+    defined: dict[str, str] = field(default_factory=dict)  # compose name -> directory name
+
+
+def definitions(compose: dict, stack: str, root: str | None, warn: Warn) -> Volumes:
+    raw = compose.get("volumes")
+    if raw is not None and not isinstance(raw, dict):
+        raise ComposeError("top-level 'volumes' must be a mapping of volume name to definition")
+    if root is not None and (not root.startswith("/") or ".." in root.split("/")):
+        raise ComposeError(f"the volume root {root!r} must be an absolute path without '..'")
+    defined: dict[str, str] = {}
+    for vol, spec in (raw or {}).items():
+        where = f"volumes.{vol}"
+        spec = mapping(spec, where)
+        extra_keys(spec, {"external", "driver", "driver_opts", "name", "labels"}, where, warn)
+        if spec.get("external"):
+            raise fail(f"{where}.external", "an external volume is an existing Docker volume, which Dockyard cannot "
+                       "mount; use a bind mount of a host path ('/srv/data:/target')")
+        if spec.get("driver") not in (None, "local") or spec.get("driver_opts"):
+            raise fail(f"{where}.driver", "volume drivers and driver options are not supported; use a bind mount "
+                       "of a host path (e.g. an NFS mount on the node)")
+        dirname = str(spec.get("name") or vol)
+        if not dirname or "/" in dirname or dirname in (".", ".."):
+            raise fail(f"{where}.name", f"{dirname!r} cannot name a directory")
+        defined[str(vol)] = dirname
+    return Volumes(stack, root.rstrip("/") or "/" if root else None, defined)
 
 _MODES = {"bridge", "host", "none"}
 _ONLY_BINDS = "Dockyard only bind-mounts host paths"
@@ -26,7 +65,7 @@ _IGNORED_OPTIONS = {"z", "Z", "cached", "delegated", "consistent", "nocopy",
                     "shared", "rshared", "slave", "rslave", "private", "rprivate"}
 
 
-def host(svc: dict, name: str, base_dir: Path, body: dict, warn: Warn) -> None:
+def host(svc: dict, name: str, base_dir: Path, body: dict, warn: Warn, vols: Volumes = Volumes()) -> None:
     """Add privileged, cap_add, network_mode, pid_mode and volumes to `body`."""
     if "privileged" in svc and boolean(svc["privileged"], f"{name}.privileged"):
         body["privileged"] = True
@@ -37,16 +76,19 @@ def host(svc: dict, name: str, base_dir: Path, body: dict, warn: Warn) -> None:
         mode = svc["network_mode"]
         if mode in _MODES:
             body["network_mode"] = mode
+        elif isinstance(mode, str) and mode.startswith(("service:", "container:")):
+            raise fail(f"{name}.network_mode", f"{mode!r} shares another container's network namespace, which "
+                       "Dockyard cannot do (it places each service's containers on their own); "
+                       "Dockyard knows 'bridge', 'host' and 'none'")
         else:
-            warn(f"{name}.network_mode: {mode!r} is not supported and was not applied; "
-                 "Dockyard knows 'bridge', 'host' and 'none'")
+            raise fail(f"{name}.network_mode", f"{mode!r} is not supported; Dockyard knows 'bridge', 'host' and 'none'")
     if svc.get("pid") is not None:
         if svc["pid"] == "host":
             body["pid_mode"] = "host"
         else:
             warn(f"{name}.pid: {svc['pid']!r} is not supported and was not applied; Dockyard knows 'host'")
     if svc.get("volumes") is not None:
-        if mounts := volumes(svc["volumes"], name, base_dir, warn):
+        if mounts := volumes(svc["volumes"], name, base_dir, warn, vols):
             body["volumes"] = mounts
 
 
@@ -61,21 +103,36 @@ def _caps(value: Any, where: str) -> list[str]:
     return out
 
 
-def volumes(value: Any, name: str, base_dir: Path, warn: Warn) -> list[dict]:
+def volumes(value: Any, name: str, base_dir: Path, warn: Warn, vols: Volumes = Volumes()) -> list[dict]:
     where = f"{name}.volumes"
     if not isinstance(value, list):
         raise fail(where, "must be a list")
     out: list[dict] = []
-    for item in value:
+    for i, item in enumerate(value):
         if isinstance(item, str):
             mount = _short(item, where, warn)
         elif isinstance(item, dict):
             mount = _long(item, where, warn)
         else:
             raise fail(where, f"invalid volume entry {item!r}")
-        if mount is not None and (source := _host_path(mount["source"], item, where, base_dir, warn)):
+        if mount is None:
+            continue
+        if mount.pop("named", False):
+            out.append({**mount, "source": _named(mount["source"], item, f"{where}[{i}]", vols)})
+        elif source := _host_path(mount["source"], item, where, base_dir, warn):
             out.append({**mount, "source": source})
     return out
+
+
+def _named(vol: str, item: Any, where: str, vols: Volumes) -> str:
+    if vol not in vols.defined:
+        raise fail(where, f"named volume {vol!r} is not defined under the top-level 'volumes'")
+    if vols.root is None:
+        raise fail(where, f"named volume {vol!r} ({item!r}): Dockyard only bind-mounts host paths, and a named "
+                   "volume's data must outlive the container; pass --volume-root DIR to bind it to "
+                   f"DIR/{vols.stack}/{vols.defined[vol]} on the node (the server must --allow bind:DIR), "
+                   "or write a host path ('/srv/data:/target')")
+    return posixpath.join(vols.root, vols.stack, vols.defined[vol])
 
 
 def _kind(source: str) -> str:
@@ -88,14 +145,12 @@ def _short(item: str, where: str, warn: Warn) -> dict | None:
     """'SOURCE:TARGET[:OPTIONS]'; a lone 'TARGET' is an anonymous volume."""
     parts = item.split(":")
     if len(parts) == 1:
-        warn(f"{where}: anonymous volume {item!r} is not supported and was not applied: {_ONLY_BINDS}")
+        warn(f"{where}: anonymous volume {item!r} is not supported and was not applied: {_ONLY_BINDS}; "
+             "its data would not outlive the container anyway")
         return None
     if len(parts) > 3 or not parts[0] or not parts[1]:
         raise fail(where, f"invalid volume {item!r}: use 'HOST_PATH:TARGET' or 'HOST_PATH:TARGET:ro'")
     source, target = parts[0], parts[1]
-    if _kind(source) != "bind":
-        warn(f"{where}: named volume {source!r} ({item!r}) is not supported and was not applied: {_ONLY_BINDS}")
-        return None
     read_only = False
     for opt in (parts[2].split(",") if len(parts) == 3 else []):
         if opt in ("ro", "rw"):
@@ -104,16 +159,25 @@ def _short(item: str, where: str, warn: Warn) -> dict | None:
             warn(f"{where}: option {opt!r} in {item!r} is not supported and was ignored")
         else:
             raise fail(where, f"invalid volume option {opt!r} in {item!r}: use 'ro' or 'rw'")
-    return {"source": source, "target": target, "read_only": read_only}
+    return {"source": source, "target": target, "read_only": read_only, "named": _kind(source) != "bind"}
 
 
 def _long(item: dict, where: str, warn: Warn) -> dict | None:
     """{type: bind, source, target, read_only, bind: {...}}"""
     source = item.get("source")
     kind = item.get("type") or (_kind(source) if isinstance(source, str) else "volume")
+    if kind == "volume" and source:
+        extra_keys(item, {"type", "source", "target", "read_only", "volume"}, where, warn)
+        if not isinstance(item.get("target"), str) or not item["target"]:
+            raise fail(where, f"a volume mount needs 'target' (a path): {item!r}")
+        if mapping(item.get("volume"), f"{where}.volume").get("nocopy"):
+            warn(f"{where}.volume.nocopy: not applied; a bind mount never copies the image's files")
+        read_only = boolean(item.get("read_only", False), f"{where}.read_only")
+        return {"source": source, "target": item["target"], "read_only": read_only, "named": True}
     if kind != "bind":
-        what = f"named volume {source!r}" if kind == "volume" and source else f"a {kind!r} mount"
-        warn(f"{where}: {what} (target {item.get('target')!r}) is not supported and was not applied: {_ONLY_BINDS}")
+        what = "an anonymous volume" if kind == "volume" else f"a {kind!r} mount"
+        warn(f"{where}: {what} (target {item.get('target')!r}) is not supported and was not applied: {_ONLY_BINDS}; "
+             "its data would not outlive the container anyway")
         return None
     extra_keys(item, {"type", "source", "target", "read_only", "bind"}, where, warn)
     for key in ("source", "target"):

@@ -8,19 +8,24 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.compose import deploy, fields, host, ports
+from orchestrator.compose import deploy, depends, fields, host, networks, ports
 from orchestrator.compose.common import (
     ComposeError, Translation, Warn, boolean, extra_keys, fail, label, mapping, str_value,
 )
+from orchestrator.compose.interpolate import interpolate
 from orchestrator.spec import DNS_LABEL, ServiceApply
 
-# Top-level keys with a meaning here; 'name' is the project name, i.e. the stack.
-_TOP_KNOWN = {"services", "name"}
+# Top-level keys with a meaning here; 'name' is the project name, i.e. the stack. 'version'
+# is obsolete in Compose itself (it ignores it too).
+_TOP_KNOWN = {"services", "name", "networks", "volumes", "version"}
 _SERVICE_KNOWN = {
     "image", "build", "command", "entrypoint", "environment", "env_file", "ports", "deploy",
     "scale", "healthcheck", "labels", "restart", "stop_grace_period", "init", "pull_policy",
-    "cpus", "mem_limit", *host.KEYS,
+    "cpus", "mem_limit", "mem_reservation", "memswap_limit", "depends_on", "links", "expose",
+    "container_name", "stop_signal", "networks", *host.KEYS,
 }
+# Dockyard's agent stops a container the way `docker stop` does: the image's STOPSIGNAL, else SIGTERM.
+_TERM = {"SIGTERM", "TERM", "15"}
 
 
 def health(value: Any, name: str, warn: Warn) -> dict | None:
@@ -67,19 +72,38 @@ def _labels(svc: dict, name: str, warn: Warn) -> dict[str, str]:
     return labels
 
 
-def service(svc: dict, name: str, stack: str, base_dir: Path, warn: Warn) -> dict:
+def _expose(value: Any, name: str) -> None:
+    """`expose` only documents ports for other containers (Docker publishes nothing for it), and every
+    container port is reachable on the node's bridge network anyway: checked, nothing to apply."""
+    if not isinstance(value, list):
+        raise fail(f"{name}.expose", "must be a list of ports")
+    for item in value:
+        text = str(item) if isinstance(item, (str, int)) and not isinstance(item, bool) else ""
+        if not re.fullmatch(r"\d{1,5}(-\d{1,5})?(/(tcp|udp|sctp))?", text):
+            raise fail(f"{name}.expose", f"invalid port {item!r}: use 'PORT', 'PORT/PROTO' or 'FROM-TO'")
+
+
+def _stop_signal(value: Any, name: str) -> None:
+    sig = str(value).strip().upper() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if sig not in _TERM:
+        raise fail(f"{name}.stop_signal", f"{value!r} is not supported: Dockyard stops a container with its image's "
+                   "STOPSIGNAL, else SIGTERM; set STOPSIGNAL in the image, or remove stop_signal")
+
+
+def service(svc: dict, name: str, stack: str, base_dir: Path, warn: Warn,
+            vols: host.Volumes = host.Volumes(), environ: dict[str, str] | None = None) -> dict:
     if not svc.get("image"):
         if "build" in svc:
-            raise fail(name, "has 'build' but no 'image': Dockyard does not build images; "
-                             "build and push it, then set 'image'")
-        raise fail(name, "'image' is required")
+            raise fail(f"{name}.build", "Dockyard does not build images: build it on a node (docker build -t "
+                       f"NAME .) or push it to a registry the nodes can pull from, then set '{name}.image: NAME'")
+        raise fail(f"{name}.image", "is required")
     if "build" in svc:
         warn(f"{name}: 'build' is not supported and was not applied; the image {svc['image']!r} is used as is")
     body: dict = {"image": str_value(svc["image"], f"{name}.image")}
     for key in ("command", "entrypoint"):
         if svc.get(key) is not None:
             body[key] = fields.command(svc[key], f"{name}.{key}")
-    if env := fields.env(svc, name, base_dir, warn):
+    if env := fields.env(svc, name, base_dir, warn, environ or {}):
         body["env"] = env
     if svc.get("ports"):
         body["ports"] = ports.ports(svc["ports"], name, warn)
@@ -96,34 +120,20 @@ def service(svc: dict, name: str, stack: str, base_dir: Path, warn: Warn) -> dic
             body["pull"] = pull
         else:
             warn(f"{name}: pull_policy {svc['pull_policy']!r} is not supported; images are pulled if not present")
-    host.host(svc, name, base_dir, body, warn)
+    if "stop_signal" in svc:
+        _stop_signal(svc["stop_signal"], name)
+    if "expose" in svc:
+        _expose(svc["expose"], name)
+    if svc.get("container_name") is not None:
+        warn(f"{name}.container_name: not applied; Dockyard names the containers dy-{name}-<slot>-<id> "
+             "(several replicas cannot share one name)")
+    host.host(svc, name, base_dir, body, warn, vols)
     if "healthcheck" in svc and (hc := health(svc["healthcheck"], name, warn)):
         body["health"] = hc
     deploy.deploy(svc, name, body, warn)
     body["stack"] = stack
     extra_keys(svc, _SERVICE_KNOWN, name, warn)
     return body
-
-
-_VARIABLE = re.compile(r"\$\$|\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _unescape(value: Any, found: list[str]) -> Any:
-    """Compose's '$$' is a literal '$' (commonly in healthcheck shell commands); undo it.
-    Real references ('${TAG}', '$HOME') are kept verbatim and collected for a warning:
-    interpolating them would need the host environment."""
-    if isinstance(value, str):
-        def sub(m: re.Match) -> str:
-            if m.group() == "$$":
-                return "$"
-            found.append(m.group())
-            return m.group()
-        return _VARIABLE.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: _unescape(v, found) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unescape(v, found) for v in value]
-    return value
 
 
 def _service_name(raw: Any, warn: Warn) -> str:
@@ -136,14 +146,21 @@ def _service_name(raw: Any, warn: Warn) -> str:
     return name
 
 
-def translate(compose: dict, *, stack: str, base_dir: Path = Path(".")) -> Translation:
-    """Compose mapping -> service bodies and warnings; ComposeError if it cannot be done."""
+def translate(compose: dict, *, stack: str, base_dir: Path = Path("."), environ: dict[str, str] | None = None,
+              volume_root: str | None = None) -> Translation:
+    """Compose mapping -> service bodies, dependencies and warnings; ComposeError if it cannot be done.
+
+    `environ` holds the variables to interpolate (the caller's environment over the `.env`
+    file; none by default, so the function stays pure); `volume_root` is where named volumes
+    become bind mounts (None: they are refused)."""
     if not isinstance(compose, dict):
         raise ComposeError("a compose file must be a mapping at the top level")
     if not isinstance(stack, str) or not DNS_LABEL.fullmatch(stack):
         raise ComposeError(f"stack {stack!r} must be a DNS label")
     result = Translation()
     warn = result.warnings.append
+    environ = dict(environ or {})
+    compose = interpolate(compose, environ, warn)
     for key in compose:
         if key not in _TOP_KNOWN and not str(key).startswith("x-"):
             warn(f"top-level '{key}' is not supported and was not applied")
@@ -152,18 +169,22 @@ def translate(compose: dict, *, stack: str, base_dir: Path = Path(".")) -> Trans
     services = compose.get("services")
     if not isinstance(services, dict) or not services:
         raise ComposeError("'services' must be a non-empty mapping of service name to definition")
-    for raw, svc in services.items():
+    nets = networks.definitions(compose, warn)
+    vols = host.definitions(compose, stack, volume_root, warn)
+    rename: dict[str, str] = {}
+    for raw in services:
         name = _service_name(raw, warn)
-        if name in result.services:
+        if name in rename.values():
             raise ComposeError(f"service {raw!r}: its name {name!r} is already used by another service")
+        rename[raw] = name
+    attached = False
+    for raw, svc in services.items():
+        name = rename[raw]
         if not isinstance(svc, dict):
             raise ComposeError(f"service {raw!r}: its definition must be a mapping")
-        variables: list[str] = []
-        svc = _unescape(svc, variables)
-        if variables:
-            refs = ", ".join(dict.fromkeys(variables))
-            warn(f"{name}: {refs} was kept verbatim; variables are not interpolated")
-        body = service(svc, name, stack, Path(base_dir), warn)
+        attached |= bool(networks.attach(svc, name, nets, warn))
+        result.depends_on[name] = depends.depends_on(svc, name, rename, warn)
+        body = service(svc, name, stack, Path(base_dir), warn, vols, environ)
         try:
             ServiceApply.model_validate(body)
         except ValidationError as e:
@@ -171,4 +192,12 @@ def translate(compose: dict, *, stack: str, base_dir: Path = Path(".")) -> Trans
                 f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in e.errors())
             raise ComposeError(f"service {name!r} does not make a valid Dockyard service: {details}") from None
         result.services[name] = body
+    depends.check_completions(result.depends_on, result.services)
+    result.levels = depends.levels(result.depends_on)
+    if attached or len(nets) > 1:
+        warn("networks: not separate; every container runs on its node's default bridge network")
+    if len(result.services) > 1:
+        warn(f"services: containers cannot look each other up by service name ({', '.join(result.services)}) "
+             "yet: there is no service discovery; a service reaches another by its published host port on the "
+             "node's address")
     return result
