@@ -33,6 +33,7 @@ log = logging.getLogger("dockyard.agent.api")
 IO_TIMEOUT = 30.0  # seconds a request may take to arrive, and a write to be accepted
 PEER_CHECK = 0.5  # seconds between looks at a quiet follow's connection
 QUEUE_CHUNKS = 64  # chunks buffered between Docker and a slow reader (then Docker waits)
+MAX_TAIL = 2**31 - 1
 KEEPALIVE = (30, 10, 3)  # idle seconds, probe interval, probes: a silent peer is dropped in ~1 min
 
 
@@ -182,8 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(404, "not_found", f"no such endpoint: {url.path}")
 
     def _logs(self, instance_id: str, tail: str, follow: bool) -> None:
-        if tail != "all" and not tail.isdigit():
-            self._json(400, "bad_request", "tail must be a number of lines or 'all'")
+        if tail != "all" and not (tail.isdigit() and int(tail) <= MAX_TAIL):
+            self._json(400, "bad_request", f"tail must be a number of lines (at most {MAX_TAIL}) or 'all'")
             return
         try:
             cid = self.owner.find_container(instance_id)

@@ -30,10 +30,12 @@ class Material:
     generated: bool
 
 
-def wanted(server_url: str, cert: str | Path | None, key: str | Path | None) -> bool:
+def wanted(servers: str | list[str], cert: str | Path | None, key: str | Path | None) -> bool:
+    """Serve the API over TLS? When given a certificate, or when any server URL is https."""
     if bool(cert) != bool(key):
         raise TLSSetupError("the agent's --tls-cert and --tls-key go together")
-    return bool(cert) or server_url.lower().startswith("https://")
+    urls = servers.split(",") if isinstance(servers, str) else list(servers)
+    return bool(cert) or any(u.strip().lower().startswith("https://") for u in urls)
 
 
 def load(cert: str | Path, key: str | Path) -> Material:

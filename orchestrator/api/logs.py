@@ -1,16 +1,23 @@
 """GET /v1/instances/{id}/logs: a container's output, streamed from its node's agent.
 
-The one server -> agent call: the server looks up where the instance runs and streams the
-agent's answer through (httpx), authenticated with the per-node key issued at join.
+A server -> agent call: the server looks up where the instance runs and streams the
+agent's answer through (httpx), authenticated with the per-node key issued at join, over
+TLS when the agent serves it (orchestrator/agent_tls.py says which certificate is trusted).
+
+A followed stream ends with its reader: when the client disconnects, Starlette cancels the
+body, and the clean-up (closing the agent connection, which ends the agent's side) runs
+shielded from that cancellation, so it cannot be skipped. LOG_STREAMS counts open streams.
 """
 from __future__ import annotations
 
+import anyio
 import httpx
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
+from prometheus_client import Gauge
 
-from orchestrator import agent_keys
+from orchestrator import agent_keys, agent_tls, metrics
 from orchestrator.api.deps import State, role, state
 from orchestrator.auth import Principal
 from orchestrator.errors import Conflict, DockyardError, NotFound, Unavailable
@@ -18,14 +25,17 @@ from orchestrator.models import Instance, Node
 
 router = APIRouter(prefix="/v1", tags=["cluster"])
 CONNECT_TIMEOUT = 5.0
+MAX_TAIL = 2**31 - 1  # lines: more than any log holds, and what Docker parses
+LOG_STREAMS = Gauge("dockyard_log_streams_open", "Log streams this server is relaying from agents",
+                    registry=metrics.REGISTRY)
 
 
 class BadGateway(DockyardError):
     status, code = 502, "bad_gateway"
 
 
-def _target(st: State, instance_id: str) -> tuple[str, str, str]:
-    """(agent URL, agent key, node name) for the node an instance runs on."""
+def _target(st: State, instance_id: str) -> tuple[str, str, str, str | None]:
+    """(agent URL, agent key, node name, pinned agent certificate) for the node an instance runs on."""
     def read(s):  # type: ignore[no-untyped-def]
         i = s.get(Instance, instance_id)
         if i is None:
@@ -40,7 +50,7 @@ def _target(st: State, instance_id: str) -> tuple[str, str, str]:
         key = agent_keys.get(s, n.name)
         if not n.agent_url or not key:
             raise Unavailable(f"the agent of node {n.name!r} has no logs API (it must re-join with --listen)")
-        return n.agent_url, key, n.name
+        return n.agent_url, key, n.name, agent_keys.get_cert(s, n.name)
 
     return st.db.run(read)
 
@@ -55,38 +65,51 @@ def _agent_error(r: httpx.Response, node: str) -> DockyardError:
     return BadGateway(f"the agent of node {node} refused the logs request ({r.status_code}): {message}")
 
 
+async def _close(r: httpx.Response | None, client: httpx.AsyncClient) -> None:
+    with anyio.CancelScope(shield=True):  # runs even while the request is being cancelled
+        if r is not None:
+            await r.aclose()
+        await client.aclose()
+
+
 @router.get("/instances/{instance_id}/logs", responses={
     200: {"content": {"text/plain": {}}, "description": "the container's stdout and stderr"},
     404: {"description": "no such instance, or it has no container"}, 409: {"description": "not placed"},
-    502: {"description": "the agent failed"}, 503: {"description": "the node is down"}})
-async def instance_logs(instance_id: str, tail: int | None = Query(default=None, ge=0, description="last N lines (default all)"),
+    502: {"description": "the agent failed, or its certificate is not trusted"},
+    503: {"description": "the node is down, or its agent cannot be called securely"}})
+async def instance_logs(instance_id: str, tail: int | None = Query(default=None, ge=0, le=MAX_TAIL,
+                                                                         description="last N lines (default all)"),
                         follow: bool = Query(default=False, description="keep streaming new output"),
                         st: State = Depends(state), _: Principal = Depends(role("viewer"))):
-    url, key, node = await run_in_threadpool(_target, st, instance_id)
-    client = httpx.AsyncClient(timeout=httpx.Timeout(CONNECT_TIMEOUT, read=None if follow else 60.0), trust_env=False)
+    url, key, node, pin = await run_in_threadpool(_target, st, instance_id)
+    try:
+        verify = agent_tls.verify_for(st.settings, node, url, pin)
+    except agent_tls.AgentTLSError as exc:
+        raise Unavailable(str(exc)) from None
+    client = agent_tls.client(verify, follow, CONNECT_TIMEOUT)
     req = client.build_request("GET", f"{url}/v1/instances/{instance_id}/logs",
                                params={"tail": "all" if tail is None else str(tail), "follow": str(follow).lower()},
                                headers={"Authorization": f"Bearer {key}"})
     try:
         r = await client.send(req, stream=True)
     except httpx.HTTPError as exc:
-        await client.aclose()
-        raise BadGateway(f"cannot reach the agent of node {node} at {url}: {exc or type(exc).__name__}")
+        await _close(None, client)
+        raise BadGateway(agent_tls.explain(exc, node, url, st.settings)) from None
     if r.status_code != 200:
         await r.aread()
-        await r.aclose()
-        await client.aclose()
+        await _close(r, client)
         raise _agent_error(r, node)
 
     async def body():  # type: ignore[no-untyped-def]
+        LOG_STREAMS.inc()
         try:
             async for chunk in r.aiter_raw():
                 yield chunk
         except httpx.HTTPError:
             pass  # the agent went away mid-stream: end the stream
         finally:
-            await r.aclose()
-            await client.aclose()
+            LOG_STREAMS.dec()
+            await _close(r, client)
 
     return StreamingResponse(body(), media_type="text/plain; charset=utf-8",
                              headers={"Cache-Control": "no-cache", "X-Dockyard-Node": node})
