@@ -150,7 +150,7 @@ class Health(_Strict):
     command: list[Annotated[str, Field(max_length=MAX_STR)]] | None = Field(default=None, max_length=MAX_ITEMS)
     interval: float = Field(default=2.0, gt=0, le=3600)
     timeout: float = Field(default=1.0, gt=0, le=3600)
-    retries: int = Field(default=3, ge=1, le=100)
+    retries: int = Field(default=3, ge=1, le=10000)
     start_period: float = Field(default=0.0, ge=0, le=3600)
 
     @model_validator(mode="after")

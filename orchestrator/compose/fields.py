@@ -34,8 +34,8 @@ _MAX_BYTES = 2**63 - 1
 
 def convert_memory(value: Any, where: str) -> int:
     """A Compose size ('128m', '1g', '1.5GiB', 1073741824) -> bytes, by Docker's rules (binary units)."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        n = value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf"):
+        n = int(value)
     else:
         m = _COMPOSE_MEM.fullmatch(value.strip()) if isinstance(value, str) else None
         if not m:

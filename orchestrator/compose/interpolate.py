@@ -104,7 +104,9 @@ def interpolate(data: Any, env: Mapping[str, str], warn: Warn, where: str = "") 
 
 def _walk(value: Any, env: Mapping[str, str], where: str, unset: list[str]) -> Any:
     if isinstance(value, str):
-        return _Template(env, where or "the file", unset).expand(value) if "$" in value else value
+        # 'services.web.image' is said 'web.image', as every other message of the translator says it
+        place = where.removeprefix("services.") if where.count(".") > 1 or "[" in where else where
+        return _Template(env, place or "the file", unset).expand(value) if "$" in value else value
     if isinstance(value, dict):
         return {k: _walk(v, env, f"{where}.{k}" if where else str(k), unset) for k, v in value.items()}
     if isinstance(value, list):

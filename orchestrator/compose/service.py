@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.compose import deploy, depends, fields, host, networks, ports
+from orchestrator.compose import deploy, depends, fields, files, host, networks, ports
 from orchestrator.compose.common import (
     ComposeError, Translation, Warn, boolean, extra_keys, fail, label, mapping, str_value,
 )
@@ -17,12 +17,12 @@ from orchestrator.spec import DNS_LABEL, ServiceApply
 
 # Top-level keys with a meaning here; 'name' is the project name, i.e. the stack. 'version'
 # is obsolete in Compose itself (it ignores it too).
-_TOP_KNOWN = {"services", "name", "networks", "volumes", "version"}
+_TOP_KNOWN = {"services", "name", "networks", "volumes", "secrets", "configs", "version"}
 _SERVICE_KNOWN = {
     "image", "build", "command", "entrypoint", "environment", "env_file", "ports", "deploy",
     "scale", "healthcheck", "labels", "restart", "stop_grace_period", "init", "pull_policy",
     "cpus", "mem_limit", "mem_reservation", "memswap_limit", "depends_on", "links", "expose",
-    "container_name", "stop_signal", "networks", *host.KEYS,
+    "container_name", "stop_signal", "networks", "secrets", "configs", *host.KEYS,
 }
 # Dockyard's agent stops a container the way `docker stop` does: the image's STOPSIGNAL, else SIGTERM.
 _TERM = {"SIGTERM", "TERM", "15"}
@@ -91,7 +91,8 @@ def _stop_signal(value: Any, name: str) -> None:
 
 
 def service(svc: dict, name: str, stack: str, base_dir: Path, warn: Warn,
-            vols: host.Volumes = host.Volumes(), environ: dict[str, str] | None = None) -> dict:
+            vols: host.Volumes = host.Volumes(), environ: dict[str, str] | None = None,
+            defined_files: dict[str, dict[str, str]] | None = None) -> dict:
     if not svc.get("image"):
         if "build" in svc:
             raise fail(f"{name}.build", "Dockyard does not build images: build it on a node (docker build -t "
@@ -128,6 +129,8 @@ def service(svc: dict, name: str, stack: str, base_dir: Path, warn: Warn,
         warn(f"{name}.container_name: not applied; Dockyard names the containers dy-{name}-<slot>-<id> "
              "(several replicas cannot share one name)")
     host.host(svc, name, base_dir, body, warn, vols)
+    if extra := files.mounts(svc, name, defined_files or {k: {} for k in files.KINDS}, warn):
+        body["volumes"] = [*body.get("volumes", []), *extra]
     if "healthcheck" in svc and (hc := health(svc["healthcheck"], name, warn)):
         body["health"] = hc
     deploy.deploy(svc, name, body, warn)
@@ -171,6 +174,7 @@ def translate(compose: dict, *, stack: str, base_dir: Path = Path("."), environ:
         raise ComposeError("'services' must be a non-empty mapping of service name to definition")
     nets = networks.definitions(compose, warn)
     vols = host.definitions(compose, stack, volume_root, warn)
+    defined_files = files.definitions(compose, Path(base_dir), warn)
     rename: dict[str, str] = {}
     for raw in services:
         name = _service_name(raw, warn)
@@ -184,7 +188,7 @@ def translate(compose: dict, *, stack: str, base_dir: Path = Path("."), environ:
             raise ComposeError(f"service {raw!r}: its definition must be a mapping")
         attached |= bool(networks.attach(svc, name, nets, warn))
         result.depends_on[name] = depends.depends_on(svc, name, rename, warn)
-        body = service(svc, name, stack, Path(base_dir), warn, vols, environ)
+        body = service(svc, name, stack, Path(base_dir), warn, vols, environ, defined_files)
         try:
             ServiceApply.model_validate(body)
         except ValidationError as e:
