@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SHELL_LANGS = {"sh", "bash", "shell"}
-NOT_RUN = re.compile(r"^\s*<!--\s*not-run\s*:(?P<reason>.*?)-->\s*$")
+NOT_RUN = re.compile(r"^\s*<!--\s*not-run\s*:(?P<reason>(?:(?!-->).)*)-->\s*$")
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 
 

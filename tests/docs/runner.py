@@ -1,8 +1,9 @@
 """Running one page's shell examples in order, in one bash session, as a reader pasting them would.
 
 The session keeps variables, functions and the working directory from block to block; each block's
-output goes to a file of its own, and `set -Eeuo pipefail` ends the session at the first failing
-command (the ERR trap names it). `curl` is a shim on PATH that calls the real curl with `-D` and
+output goes to a file of its own, and `set -Eeu` ends the session at the first failing command (the
+ERR trap names it). No pipefail: a reader's shell has none, and `curl -N STREAM | head` is how the
+docs show a stream. `curl` is a shim on PATH that calls the real curl with `-D` and
 records every call's HTTP status, so a curl that does not get a 2xx fails the block even inside a
 pipe or a `$(...)`. The server URL the docs use, http://127.0.0.1:8080 (`make run`), is pointed at
 the test's own server before a block runs.
@@ -10,6 +11,7 @@ the test's own server before a block runs.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -30,12 +32,13 @@ hdr=$(mktemp)
 rc=$?
 status=$(tr -d '\r' <"$hdr" | awk '/^HTTP\//{{s=$2}} END{{print s}}')
 rm -f "$hdr"
-printf '%s\t%s\t%s\n' "${{status:-none}}" "$rc" "curl $*" >>"${{DOCS_CURL_LOG:-/dev/null}}"
+cmd="curl $*"; cmd=${{cmd//$'\n'/ }}; cmd=${{cmd//$'\t'/ }}
+printf '%s\t%s\t%s\n' "${{status:-none}}" "$rc" "$cmd" >>"${{DOCS_CURL_LOG:-/dev/null}}"
 exit $rc
 """
 
 PRELUDE = r"""
-set -Eeuo pipefail
+set -Eeu
 trap 'echo "[docs-test] exit status $? at line $LINENO of the block: $BASH_COMMAND" >&2' ERR
 """
 
@@ -102,6 +105,10 @@ class Session:
             time.sleep(0.05)
         seconds = time.monotonic() - started
         output = out.read_text(errors="replace") if out.exists() else ""
+        # the ERR trap counts lines within the block: name the line of the markdown file too
+        output = re.sub(r"\[docs-test\] (exit status \d+) at line (\d+) of the block",
+                        lambda m: f"[docs-test] {m[1]} at line {m[2]} of the block "
+                                  f"({block.path.name}:{block.line + int(m[2]) - 1})", output)
         curls = []
         for row in curl_log.read_text().splitlines():
             status, rc, cmd = row.split("\t", 2)
