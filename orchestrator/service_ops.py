@@ -62,6 +62,7 @@ def check_version(svc: Service, expected: int | None) -> None:
 def _check_version(name: str, version: int, expected: int | None) -> None:
     if expected is not None and expected != version:
         raise Conflict(f"service {name!r} is at version {version}, not {expected}: re-read it and retry",
+                       [{"field": "version", "problem": f"the service is at version {version}, not {expected}"}],
                        current_version=version)
 
 

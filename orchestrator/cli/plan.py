@@ -199,8 +199,9 @@ def plan_service(name: str, current: dict | None, body: dict) -> ServicePlan:
     new_revision = bool(changes)
     if replicas != current.get("replicas"):
         changes.append(Change("~", "replicas", current.get("replicas"), replicas))
-    if stack is not None and stack != current.get("stack"):
-        changes.append(Change("~" if current.get("stack") else "+", "stack", current.get("stack"), stack))
+    if stack != current.get("stack"):  # the server allows it only with --take-over
+        op = "+" if not current.get("stack") else "-" if stack is None else "~"
+        changes.append(Change(op, "stack", current.get("stack"), stack))
     return ServicePlan(name, "update" if changes else "unchanged", changes, new_revision)
 
 

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from orchestrator.cli import render
-from orchestrator.cli.client import client, command, complete_services, fail, usage
+from orchestrator.cli.client import ApiError, client, command, complete_services, fail, usage
 from orchestrator.cli.plan import DocumentError, parse_documents, plan_delete, plan_service, prepare, render_plan, stack_of
 
 PANEL = "Workloads"
@@ -30,8 +30,10 @@ def read_input(path: str) -> tuple[str, str]:
         raise fail(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}")
 
 
-def apply_services(items: list[tuple[str, dict]], *, dry_run: bool, prune: bool) -> None:
-    """Apply checked (name, body) pairs; with dry_run only print the plan. Shared with `compose up`."""
+def apply_services(items: list[tuple[str, dict]], *, dry_run: bool, prune: bool, take_over: bool = False) -> None:
+    """Apply checked (name, body) pairs in one POST /v1/apply: all of them or, on any refusal,
+    none. With dry_run the server checks them all (policy, stack owners, versions) and the
+    plan is printed. Shared with `compose up`."""
     c = client()
     names = [n for n, _ in items]
     current = {n: c.get(f"/v1/services/{n}", ok404=True) for n in names}
@@ -41,24 +43,55 @@ def apply_services(items: list[tuple[str, dict]], *, dry_run: bool, prune: bool)
         if not stack:
             raise usage("--prune needs a stack: give --stack NAME or a 'stack' key in the documents")
         stale = [s for s in c.get("/v1/services", params={"stack": stack}) if s["name"] not in names]
+    body: dict = {"services": [{"name": n, **b} for n, b in items], "dry_run": dry_run}
+    if take_over:
+        body["take_over"] = True
+    try:
+        answer = c.post("/v1/apply", body)
+    except ApiError as exc:
+        raise refused(exc)
     if dry_run:
         plans = [plan_service(n, current[n], b) for n, b in items] + [plan_delete(s) for s in stale]
         print_plan(render_plan(plans))
         return
-    for name, body in items:
-        before = current[name]
-        out = c.put(f"/v1/services/{name}", body)
-        if before is None:
-            render.ok(f"service/{name} created")
-        elif out["version"] == before["version"]:
-            render.ok(f"service/{name} unchanged")
-        elif out["revision"] != before["revision"]:
-            render.ok(f"service/{name} configured (revision {out['revision']}, rolling update started)")
-        else:
-            render.ok(f"service/{name} configured")
+    for r in answer["results"]:
+        render.ok(result_line(r, current.get(r["name"])))
     for s in stale:
         c.delete(f"/v1/services/{s['name']}")
         render.ok(f"service/{s['name']} deleted (no longer in stack {s['stack']})")
+
+
+def refused(exc: ApiError) -> ApiError:
+    """The server's refusal with each bad field said as `service: field: problem`
+    (its paths start ["services", index], which a file's reader does not see)."""
+    lines = []
+    for d in exc.details:
+        path, who = d.get("path"), d.get("service")
+        if isinstance(path, list) and path[:1] == ["services"] and len(path) >= 2:
+            where = ".".join(str(x) for x in path[2:]) or "service"
+            lines.append(f"{who or f'document {int(path[1]) + 1}'}: {where}: {d.get('problem', '')}")
+        else:
+            lines.append(f"{d.get('field', '?')}: {d.get('problem', '')}")
+    exc.detail_lines = lines
+    if exc.status == 409 and any(d.get("field", "").endswith(".stack") for d in exc.details):
+        exc.hints.append("--take-over moves a service into the stack the file names (or out of its stack)")
+    return exc
+
+
+def result_line(r: dict, before: dict | None) -> str:
+    name, svc = r["name"], r["service"]
+    if r["action"] == "created":
+        return f"service/{name} created"
+    if r["action"] == "unchanged":
+        return f"service/{name} unchanged"
+    if before is not None and svc["stack"] != before.get("stack"):
+        moved = f"moved to stack {svc['stack']}" if svc["stack"] else f"moved out of stack {before.get('stack')}"
+    else:
+        moved = ""
+    if before is not None and svc["revision"] != before.get("revision"):
+        what = f"revision {svc['revision']}, rolling update started" + (f"; {moved}" if moved else "")
+        return f"service/{name} configured ({what})"
+    return f"service/{name} configured" + (f" ({moved})" if moved else "")
 
 
 def print_plan(text: str) -> None:
@@ -81,11 +114,15 @@ def print_plan(text: str) -> None:
 def apply(file: str = typer.Option(..., "--filename", "-f", help="manifest file (YAML or JSON), or - for stdin"),
           stack: Optional[str] = typer.Option(None, "--stack", help="stack name for every service in the file"),
           dry_run: bool = typer.Option(False, "--dry-run", help="print what would change (a plan) and change nothing"),
-          prune: bool = typer.Option(False, "--prune", help="delete services of the stack that the file no longer lists")) -> None:
+          prune: bool = typer.Option(False, "--prune", help="delete services of the stack that the file no longer lists"),
+          take_over: bool = typer.Option(False, "--take-over", help="move services that belong to another stack "
+                                         "(or to none) into this file's stack, or out of theirs")) -> None:
     """Create or update services from a manifest. Several documents (YAML ---) form a stack.
 
     Each document is a service: a 'name' key plus the body of PUT /v1/services/NAME
-    (image, command, env, ports, resources, health, update, replicas ...).
+    (image, command, env, ports, resources, health, update, replicas ...). All documents
+    are applied at once (POST /v1/apply): if the server refuses one, none is applied.
+    A service that belongs to another stack is refused unless --take-over.
 
     Example: dockyard apply -f web.yaml
 
@@ -98,7 +135,7 @@ def apply(file: str = typer.Option(..., "--filename", "-f", help="manifest file 
         items = prepare(parse_documents(text, source), stack)
     except DocumentError as exc:
         raise fail(str(exc).replace("\n", "\n  "))
-    apply_services(items, dry_run=dry_run, prune=prune)
+    apply_services(items, dry_run=dry_run, prune=prune, take_over=take_over)
 
 
 @command

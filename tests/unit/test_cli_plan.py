@@ -148,3 +148,42 @@ def test_render_plan_nothing_to_do():
     body = {"image": "nginx"}
     assert render_plan([plan_service("web", _current(body), body)]).endswith(
         "Plan: 1 unchanged. Applying would change nothing.")
+
+
+def test_plan_shows_a_stack_move_only_take_over_allows():
+    body = {"image": "nginx", "replicas": 2}
+    owned = _current({**body, "stack": "shop"})
+    assert plan_service("web", owned, {**body, "stack": "blog"}).changes == [Change("~", "stack", "shop", "blog")]
+    assert plan_service("web", owned, body).changes == [Change("-", "stack", "shop", None)]
+    assert plan_service("web", owned, {**body, "stack": "shop"}).action == "unchanged"
+
+
+def test_a_refused_batch_reads_as_service_field_problem():
+    from orchestrator.cli.client import ApiError
+    from orchestrator.cli.resources import refused
+
+    details = [{"field": "services.1.stack", "path": ["services", 1, "stack"], "service": "web",
+                "problem": "service 'web' belongs to stack 'shop'"},
+               {"field": "services.2", "path": ["services", 2], "service": None, "problem": "must be an object"},
+               {"field": "services.0.env.a.b", "path": ["services", 0, "env", "a.b"], "service": "db", "problem": "bad"}]
+    exc = refused(ApiError(409, "conflict", "nothing was applied: ...", details))
+    assert exc.detail_lines == ["web: stack: service 'web' belongs to stack 'shop'", "document 3: service: must be an object",
+                                "db: env.a.b: bad"]
+    assert any("--take-over" in h for h in exc.hints)
+    assert not refused(ApiError(422, "validation_error", "m", details[1:])).hints
+
+
+def test_result_lines():
+    from orchestrator.cli.resources import result_line
+
+    svc = {"name": "web", "stack": "shop", "revision": 2, "version": 3}
+    assert result_line({"name": "web", "action": "created", "service": svc}, None) == "service/web created"
+    assert result_line({"name": "web", "action": "unchanged", "service": svc}, svc) == "service/web unchanged"
+    before = {**svc, "revision": 1}
+    assert result_line({"name": "web", "action": "updated", "service": svc}, before) == \
+        "service/web configured (revision 2, rolling update started)"
+    assert result_line({"name": "web", "action": "updated", "service": svc}, svc) == "service/web configured"
+    assert result_line({"name": "web", "action": "updated", "service": svc}, {**svc, "stack": None}) == \
+        "service/web configured (moved to stack shop)"
+    assert result_line({"name": "web", "action": "updated", "service": {**svc, "stack": None}}, before) == \
+        "service/web configured (revision 2, rolling update started; moved out of stack shop)"
