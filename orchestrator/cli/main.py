@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 import socket
 import sys
 import threading
@@ -158,6 +160,42 @@ def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", en
     sys.exit(run_agent(cfg))
 
 
+def _dockyard_command() -> str:
+    """An absolute path to this `dockyard`, so the line printed by `up` works from any directory."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "dockyard" and argv0.is_file():
+        return str(argv0.absolute())
+    beside = Path(sys.executable).parent / "dockyard"
+    return str(beside.absolute()) if beside.is_file() else "dockyard"
+
+
+def up_banner(url: str, node_name: str, token_source: str, admin_file: Path, dockyard: str,
+              cacert: Optional[str] = None) -> str:
+    """What `dockyard up` prints once it is up: where, which token, and two commands that work as printed.
+
+    token_source is where the admin token came from: "file" (generated into admin_file),
+    "env" (DOCKYARD_ADMIN_TOKEN) or "flag" (--admin-token); only "file" has a file to read, so the
+    others point curl at the variable. Paths are absolute, so the lines work from any directory; the
+    CLI line needs no token at all, because `up` saved it in the CLI's config file.
+    """
+    q = shlex.quote
+    if token_source == "file":
+        where, bearer, note = str(admin_file), f"$(cat {q(str(admin_file))})", ""
+    elif token_source == "env":
+        where, bearer, note = "the DOCKYARD_ADMIN_TOKEN you set", "$DOCKYARD_ADMIN_TOKEN", \
+            "  (in a shell where DOCKYARD_ADMIN_TOKEN is set)\n"
+    else:
+        where, bearer, note = "the one you gave with --admin-token", "$DOCKYARD_ADMIN_TOKEN", \
+            "  (with DOCKYARD_ADMIN_TOKEN set to that token)\n"
+    tls = f" --cacert {q(cacert)}" if cacert else ""
+    return (f"\nDockyard is up at {url}  (node {node_name!r})\n"
+            f"Admin token: {where}\n"
+            f"Try:\n"
+            f"  curl{tls} -H \"Authorization: Bearer {bearer}\" {url}/v1/nodes\n"
+            f"{note}"
+            f"  {q(dockyard)} get nodes\n")
+
+
 @app.command()
 def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, database_url: Optional[str] = DbOpt,
        admin_token: Optional[str] = AdminOpt, join_token: Optional[str] = JoinOpt, loop_interval: float = IntervalOpt,
@@ -189,13 +227,8 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
         # with TLS, the CLI on this machine trusts what the local agent trusts
         ca = str(Path(ca_file or tls_cert).resolve()) if tls_cert else None
         save_context(url, None if admin_token else admin_file, admin_token, ca)
-        where = "the DOCKYARD_ADMIN_TOKEN you set" if admin_token else str(admin_file)
-        typer.echo(
-            f"\nDockyard is up at {url}  (node {node_name!r})\n"
-            f"Admin token: {where}\n"
-            f"Try:\n  curl -H \"Authorization: Bearer $(cat {admin_file})\" {url}/v1/nodes\n"
-            f"  .venv/bin/dockyard get nodes\n"
-        )
+        source = "file" if not admin_token else "env" if os.environ.get("DOCKYARD_ADMIN_TOKEN") == admin_token else "flag"
+        typer.echo(up_banner(url, node_name, source, admin_file, _dockyard_command(), ca))
 
     _serve(settings, on_ready=start_agent)
 
