@@ -6,6 +6,7 @@ up to `wait` seconds for that list to change when the agent already has the curr
 """
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from typing import Any, NamedTuple
@@ -110,6 +111,8 @@ def join(body: JoinIn, st: State = Depends(state)) -> dict:
             record(s, "node_joined", verdict.reason, node=body.node_name, now=now)
         elif n.status == "down":
             record(s, "node_ready", verdict.reason, node=body.node_name, now=now)
+        else:  # its agent restarted (own credential), or it was silent past the TTL
+            record(s, "node_rejoined", verdict.reason, node=body.node_name, now=now)
         n.address, n.agent_url, n.labels = body.address, body.agent_url, body.labels
         n.cpus, n.memory = body.cpus, body.memory
         n.agent_version, n.engine_version = body.agent_version, body.engine_version
@@ -117,7 +120,11 @@ def join(body: JoinIn, st: State = Depends(state)) -> dict:
         agent_keys.set_cert(s, body.node_name, body.agent_cert)  # pinned for the server's calls to the agent
         return credential, agent_keys.issue(s, body.node_name)  # for the server's calls to the agent's API (logs)
 
-    credential, agent_key = st.db.run(write)
+    try:
+        credential, agent_key = st.db.run(write)
+    except Conflict as exc:
+        logging.getLogger("dockyard.join").warning("join as %s refused: %s", body.node_name, exc.message)
+        raise
     st.hub.forget_node(body.node_name)  # its previous credential no longer works
     st.hub.beat(body.node_name, now)
     st.hub.bump([body.node_name])

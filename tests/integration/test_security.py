@@ -90,3 +90,52 @@ def test_host_privileges_reach_docker_when_allowed(engine, tmp_path):
         raise
     finally:
         c.close()
+
+
+def test_join_token_cannot_take_over_a_live_node(engine, tmp_path):
+    """A second agent with a live node's name and the join token is refused; the node's own agent
+    keeps working; once the node is down the name may be taken (orchestrator/join.py)."""
+    c = Cluster(tmp_path, env={"DOCKYARD_AGENT_STATE_DIR": str(tmp_path / "state-a")})
+    try:
+        c.start_server()
+        node = c.start_agent("a")
+        assert c.put("web", replicas=1).status_code == 201
+        (ctr,) = c.wait_running("web", 1)
+        c.wait_ready("web", 1)
+        before = c.api.get(f"/v1/nodes/{node}").json()
+        # another host (its own state directory, so no credential), same name, the join token
+        impostor = Proc([DOCKYARD, "agent", "--server", c.url, "--node-name", node],
+                        {**c.env, "DOCKYARD_AGENT_STATE_DIR": str(tmp_path / "state-b")},
+                        tmp_path / "agent-impostor.log").start()
+        log = tmp_path / "agent-impostor.log"
+        wait_for(lambda: "join refused (409)" in log.read_text(), 20, what="the second agent refused")
+        text = log.read_text()
+        assert "already joined and alive" in text and f"dockyard nodes rm {node}" in text, text
+        assert "Traceback" not in text
+        # the first agent keeps the node: same credential (it still syncs), its key still opens its logs
+        time.sleep(2)
+        assert c.node_status(node) == "ready"
+        assert c.api.get(f"/v1/nodes/{node}").json()["agent_version"] == before["agent_version"]
+        iid = c.instances("web")[0]["id"]
+        assert c.api.get(f"/v1/instances/{iid}/logs").status_code == 200
+        assert c.put("web", replicas=2).status_code == 200
+        c.wait_running("web", 2)
+        assert ctr.id in {x.id for x in c.containers("web")}
+        assert not [e for e in c.events(node=node) if "re-joined" in e["message"]]
+        # a restart of the node's own agent re-joins at once with its saved credential: nothing is lost
+        c.kill_agent("a")
+        c.restart_agent("a")
+        wait_for(lambda: "re-joined with its credential" in str(c.events(node=node)), 20, what="own re-join")
+        assert c.node_status(node) == "ready" and ctr.id in {x.id for x in c.containers("web")}
+        # once the node is down (its agent gone past the TTL) the name may be taken
+        c.kill_agent("a")
+        wait_for(lambda: c.node_status(node) == "down", 30, what="node down")
+        wait_for(lambda: "re-joined (it was down)" in str(c.events(node=node)), 30, what="the other host joined")
+        wait_for(lambda: c.node_status(node) == "ready", 10, what="node ready under the new agent")
+        impostor.kill()
+    except BaseException:
+        for f in sorted(tmp_path.glob("*.log")):
+            print(f"===== {f.name}\n{f.read_text()[-4000:]}")
+        raise
+    finally:
+        c.close()
