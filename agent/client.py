@@ -20,6 +20,8 @@ from agent.types import Assignment
 
 log = logging.getLogger("dockyard.agent")
 RETRY_STATUSES = (502, 503, 504)
+REQUEST_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+ANSWER_MARGIN = 5.0  # seconds a sync may take beyond its long-poll wait (a busy server, a big answer)
 
 
 class AuthLost(Exception):
@@ -51,18 +53,18 @@ class SyncClient:
     def _client(self, url: str, kind: str) -> httpx.Client:
         c = self._clients.get((url, kind))
         if c is None:
-            timeout = httpx.Timeout(10.0, read=75.0) if kind == "poll" else httpx.Timeout(10.0)
-            c = self._clients[(url, kind)] = httpx.Client(base_url=url, timeout=timeout, verify=self.verify)
+            c = self._clients[(url, kind)] = httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT, verify=self.verify)
         return c
 
-    def _post(self, kind: str, path: str, body: dict, headers: dict | None = None) -> httpx.Response:
+    def _post(self, kind: str, path: str, body: dict, headers: dict | None = None,
+              timeout: httpx.Timeout = None) -> httpx.Response:  # type: ignore[assignment]
         """POST to the current server, else to each of the others in turn."""
         last: Exception | None = None
         for k in range(len(self.servers)):
             idx = (self.current + k) % len(self.servers)
             url = self.servers[idx]
             try:
-                r = self._client(url, kind).post(path, json=body, headers=headers)
+                r = self._client(url, kind).post(path, json=body, headers=headers, timeout=timeout or REQUEST_TIMEOUT)
             except httpx.TransportError as exc:
                 last = exc
             else:
@@ -89,9 +91,12 @@ class SyncClient:
              report: list[dict] | None) -> tuple[str | None, list[Assignment] | None, float]:
         """(generation, assignments, heartbeat interval); assignments is None when the server
         says they are unchanged since `known`, or when the answer is older than one already seen."""
+        # a server that stopped answering (paused, its host gone silent) must not hold the long
+        # poll for long: it answers within `wait` seconds, or the next server is asked
         r = self._post("poll" if wait > 0 else "push", "/v1/agent/sync",
                        {"known": known, "wait": wait, "report": report},
-                       headers={"Authorization": f"Bearer {self.credential}"})
+                       headers={"Authorization": f"Bearer {self.credential}"},
+                       timeout=httpx.Timeout(REQUEST_TIMEOUT.connect, read=wait + ANSWER_MARGIN))
         if r.status_code == 401:
             raise AuthLost(_message(r))
         if r.status_code >= 400:

@@ -16,7 +16,8 @@ class Settings:
     join_token: str | None = None
     loop_interval: float = 1.0
     node_ttl: float = 5.0
-    lease_ttl: float = 5.0  # seconds a leader's lease lasts unrenewed (renewed about every second)
+    # seconds a leader's lease lasts unrenewed (renewed about every second); DOCKYARD_LEASE_TTL
+    lease_ttl: float = field(default_factory=lambda: float(os.environ.get("DOCKYARD_LEASE_TTL") or 5.0))
     heartbeat_interval: float = 1.0
     history_limit: int = 10
     log_level: str = "info"

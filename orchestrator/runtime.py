@@ -92,12 +92,17 @@ class HeartbeatFlusher:
             log.warning("could not write heartbeats: %s", exc)
 
 
-def start(settings: Settings) -> State:
+def preflight(settings: Settings) -> None:
+    """What must hold before a server starts; raises a DockyardError with the reason."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    url = settings.db_url
-    file = sqlite_file(url)
+    file = sqlite_file(settings.db_url)
     if file is not None:
         lockfile.hold(file)  # a second server on the same SQLite file stops here, with a message
+
+
+def start(settings: Settings) -> State:
+    preflight(settings)
+    url = settings.db_url
     with startup_lock(url):
         migrate(url)
         db = Database(url)

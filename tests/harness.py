@@ -79,6 +79,11 @@ class Proc:
                 self.p.kill()
                 self.p.wait()
 
+    def send(self, sig: int) -> None:
+        """Send a signal and return at once (SIGSTOP / SIGCONT)."""
+        if self.p and self.p.poll() is None:
+            self.p.send_signal(sig)
+
     @property
     def alive(self) -> bool:
         return self.p is not None and self.p.poll() is None
@@ -188,3 +193,84 @@ class Cluster:
             except docker.errors.APIError:
                 pass
         self.api.close()
+
+
+class HACluster(Cluster):
+    """Several servers on one PostgreSQL database; agents get every server's URL."""
+
+    def __init__(self, tmp: Path, database_url: str, servers: int = 3, env: dict[str, str] | None = None):
+        super().__init__(tmp, env={"DOCKYARD_DATABASE_URL": database_url, **(env or {})})
+        self.ports = [free_port() for _ in range(servers)]
+        self.urls = [f"http://127.0.0.1:{p}" for p in self.ports]
+        self.servers: list[Proc | None] = [None] * servers
+        self.url = self.urls[0]
+        self.use(0)
+
+    def use(self, k: int) -> None:
+        """Send the test's API calls to server k."""
+        self.api.close()
+        self.url = self.urls[k]
+        self.api = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+
+    def start_server(self, k: int | None = None) -> None:  # type: ignore[override]
+        for i in ([k] if k is not None else range(len(self.ports))):
+            args = [DOCKYARD, "server", "--port", str(self.ports[i]), "--data-dir", str(self.tmp / f"data{i}")]
+            self.servers[i] = Proc(args, self.env, self.tmp / f"server{i}.log").start()
+        for i in ([k] if k is not None else range(len(self.ports))):
+            wait_for(lambda: httpx.get(f"{self.urls[i]}/readyz", timeout=2).status_code == 200, 30,
+                     what=f"server {i} ready")
+        self.server = self.servers[0]
+
+    def stop_server(self, k: int = 0, sig: int = signal.SIGKILL) -> None:  # type: ignore[override]
+        proc = self.servers[k]
+        assert proc is not None
+        proc.kill(sig)
+
+    def alive(self) -> list[int]:
+        return [i for i, p in enumerate(self.servers) if p is not None and p.alive]
+
+    def cluster_state(self, k: int) -> dict:
+        return httpx.get(f"{self.urls[k]}/v1/cluster", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=5).json()
+
+    def leader(self, among: list[int] | None = None) -> int | None:
+        """The index of the server that says it leads (None if none does)."""
+        leading = []
+        for i in among if among is not None else self.alive():
+            try:
+                if self.cluster_state(i)["leading"]:
+                    leading.append(i)
+            except httpx.HTTPError:
+                pass
+        assert len(leading) <= 1, f"more than one server says it leads: {leading}"
+        return leading[0] if leading else None
+
+    def wait_leader(self, among: list[int] | None = None, timeout: float = 15.0, interval: float = 0.1) -> int:
+        box: list[int] = []
+
+        def found() -> bool:
+            k = self.leader(among)
+            if k is not None:
+                box.append(k)
+            return k is not None
+
+        wait_for(found, timeout, interval, what=f"a leader among servers {among if among is not None else self.alive()}")
+        return box[-1]
+
+    def start_agent(self, short: str, *extra: str, wait: bool = True, servers: list[int] | None = None) -> str:  # type: ignore[override]
+        name = self.node(short)
+        urls = ",".join(self.urls[i] for i in (servers if servers is not None else range(len(self.urls))))
+        args = [DOCKYARD, "agent", "--server", urls, "--node-name", name, *extra]
+        self.agents[name] = Proc(args, self.env, self.tmp / f"agent-{short}.log").start()
+        if wait:
+            wait_for(lambda: self.node_status(name) == "ready", 30, what=f"node {name} ready")
+        return name
+
+    def close(self) -> None:
+        for a in self.agents.values():
+            a.kill(signal.SIGKILL)
+        for p in self.servers:
+            if p is not None:
+                p.send(signal.SIGCONT)
+                p.kill(signal.SIGTERM)
+        self.server = None
+        super().close()

@@ -84,8 +84,15 @@ def _settings(host, port, data_dir, database_url, admin_token, join_token, loop_
 def _serve(settings: Settings, on_ready=None) -> None:  # type: ignore[no-untyped-def]
     import uvicorn
 
+    from orchestrator import runtime
     from orchestrator.api.app import create_app
+    from orchestrator.errors import DockyardError
 
+    try:
+        runtime.preflight(settings)  # e.g. a second server on one SQLite file: a message, not a traceback
+    except DockyardError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1)
     config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
                             log_level="warning", access_log=False, timeout_graceful_shutdown=3,
                             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
