@@ -53,3 +53,11 @@ def set_cert(s: Session, node: str, pem: str) -> None:
 def get_cert(s: Session, node: str) -> str | None:
     row = s.get(Setting, _row_key(node, "agent_cert"))
     return row.value if row is not None else None
+
+
+def forget(s: Session, node: str) -> None:
+    """Drop a removed node's key and certificate (call where the node is deleted)."""
+    for kind in ("agent_key", "agent_cert"):
+        row = s.get(Setting, _row_key(node, kind))
+        if row is not None:
+            s.delete(row)
