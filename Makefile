@@ -24,15 +24,19 @@ image: engine
 run: $(BIN)/dockyard engine
 	$(BIN)/dockyard up
 
-## make test: the whole suite, against the real Docker engine
+## make test: the whole suite, against the real Docker engine and a throw-away PostgreSQL
+## (scripts/start-postgres.sh starts one on 127.0.0.1:55432 unless DOCKYARD_TEST_POSTGRES is set)
 test: $(BIN)/dockyard image
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	DOCKYARD_TEST_POSTGRES=$${DOCKYARD_TEST_POSTGRES:-$$(./scripts/start-postgres.sh)} \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: $(BIN)/dockyard
-	$(BIN)/python -m pytest -q tests/unit tests/api
+	DOCKYARD_TEST_POSTGRES=$${DOCKYARD_TEST_POSTGRES:-$$(./scripts/start-postgres.sh)} \
+	  $(BIN)/python -m pytest -q tests/unit tests/api
 
 integration: $(BIN)/dockyard image
-	$(BIN)/python -m pytest -q tests/integration
+	DOCKYARD_TEST_POSTGRES=$${DOCKYARD_TEST_POSTGRES:-$$(./scripts/start-postgres.sh)} \
+	  $(BIN)/python -m pytest -q tests/integration
 
 clean:
 	rm -rf $(VENV) .dockyard *.egg-info

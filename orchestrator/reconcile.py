@@ -314,7 +314,7 @@ class Reconciler:
             # instances on drained nodes are hidden from the planner, so it creates replacements
             moving = [i for i in live if i.node_name in drained]
             staying = [i for i in live if i.node_name not in drained] if moving else live
-            touched |= self._plan_service(s, svc, staying, now, instances)
+            touched |= self._plan_service(s, svc, staying, now, instances, moving)
             if moving:
                 touched |= self._drain(s, svc, staying, moving, now)
                 emptied |= {i.node_name for i in moving if i.desired_state == "stopped"}
@@ -364,9 +364,10 @@ class Reconciler:
                 record(s, "node_ready", f"node {n.name} is back", node=n.name, now=now)
         return touched
 
-    def _plan_service(self, s: Session, svc: Service, live: list[Instance], now: float, all_: list[Instance]) -> set[str]:
+    def _plan_service(self, s: Session, svc: Service, live: list[Instance], now: float, all_: list[Instance],
+                      moving: list[Instance]) -> set[str]:
         touched: set[str] = set()
-        p = planner.plan(service_view(svc), [view(i) for i in live], now)
+        p = planner.plan(service_view(svc), [view(i) for i in live], now, tuple(view(i) for i in moving))
         by_id = {i.id: i for i in live}
         for iid in p.stop:
             i = by_id[iid]

@@ -11,7 +11,7 @@ url="postgresql+psycopg://postgres@127.0.0.1:$port/postgres"
 if su postgres -s /bin/sh -c "$bin/pg_isready -q -h 127.0.0.1 -p $port" 2>/dev/null; then
   echo "$url"; exit 0
 fi
-mkdir -p "$dir"; chown postgres "$dir"
+mkdir -p "$dir"; chown postgres "$dir"; chmod a+x "$(dirname "$dir")"  # the postgres user must reach it
 if [[ ! -f "$dir/PG_VERSION" ]]; then
   su postgres -s /bin/sh -c "$bin/initdb -D '$dir' -A trust -U postgres --no-sync" >/dev/null
 fi

@@ -98,8 +98,15 @@ def _free_slots(taken: set[int], count: int) -> list[int]:
     return slots
 
 
-def plan(svc: ServiceView, live: list[InstanceView], now: float) -> Plan:
-    """Plan one pass for one service. `live` holds its instances whose desired state is running."""
+def plan(svc: ServiceView, live: list[InstanceView], now: float, hidden: tuple[InstanceView, ...] = ()) -> Plan:
+    """Plan one pass for one service. `live` holds its instances whose desired state is running.
+
+    `hidden` are live instances the plan must not count (on a drained node: they are being
+    replaced) but whose (slot, revision) stays taken until they stop: a replacement gets a
+    slot of its own, and at most one live instance holds a (slot, revision) at any time
+    (the database's uq_instances_live_slot says so too)."""
+    if hidden:
+        return _keep_slots_apart(plan(svc, live, now), live, hidden)
     out = Plan(phase=svc.phase)
     ready = lambda i: is_ready(i, now, svc.min_ready_seconds)  # noqa: E731
     new = [i for i in live if i.revision == svc.revision]
@@ -152,6 +159,19 @@ def plan(svc: ServiceView, live: list[InstanceView], now: float) -> Plan:
             continue
         excess_old -= 1
     return out
+
+
+def _keep_slots_apart(p: Plan, live: list[InstanceView], hidden: tuple[InstanceView, ...]) -> Plan:
+    """Move each create off a (slot, revision) that a live or hidden instance already holds."""
+    taken = {(i.slot, i.revision) for i in (*live, *hidden)}
+    creates = []
+    for slot, rev in p.create:
+        while (slot, rev) in taken:
+            slot += 1
+        taken.add((slot, rev))
+        creates.append((slot, rev))
+    p.create = creates
+    return p
 
 
 def _hold(svc: ServiceView, new: list[InstanceView], old: list[InstanceView], now: float, out: Plan) -> Plan:

@@ -354,3 +354,26 @@ def test_a_bad_revision_never_takes_down_the_floor(replicas, surge, unavailable,
     else:
         pytest.fail("the rollout never failed")
     assert sum(i.revision == 1 for i in live) >= replicas - max_unavailable
+
+
+def test_replacements_of_hidden_instances_get_slots_of_their_own():
+    """Instances on a drained node are hidden from the count but keep their (slot, revision):
+    at most one live instance per (slot, revision), as the database's unique index demands."""
+    svc = ServiceView(name="web", replicas=3, revision=1)
+    hidden = (InstanceView(id="h1", slot=1, revision=1, state="running", ready_since=0.0),)
+    live = [InstanceView(id="a", slot=2, revision=1, state="running", ready_since=0.0),
+            InstanceView(id="b", slot=3, revision=1, state="running", ready_since=0.0)]
+    p = plan(svc, live, 100.0, hidden)
+    assert len(p.create) == 1
+    assert p.create[0] not in {(1, 1), (2, 1), (3, 1)}
+
+
+@given(st.integers(1, 6), st.lists(st.integers(1, 8), max_size=6, unique=True), st.lists(st.integers(1, 8), max_size=4, unique=True))
+def test_creates_never_take_a_held_slot(replicas, live_slots, hidden_slots):
+    svc = ServiceView(name="web", replicas=replicas, revision=1)
+    live = [InstanceView(id=f"l{s}", slot=s, revision=1, state="running", ready_since=0.0) for s in live_slots]
+    hidden = tuple(InstanceView(id=f"h{s}", slot=s, revision=1, state="running", ready_since=0.0) for s in hidden_slots)
+    p = plan(svc, live, 100.0, hidden)
+    held = {(i.slot, i.revision) for i in (*live, *hidden)}
+    assert not held & set(p.create)
+    assert len(set(p.create)) == len(p.create)
