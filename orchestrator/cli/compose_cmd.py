@@ -37,7 +37,7 @@ VolumeRootOpt = typer.Option(None, "--volume-root", envvar="DOCKYARD_VOLUME_ROOT
 
 
 def translate(file: Optional[Path], stack: Optional[str], quiet: bool = False,  # type: ignore[no-untyped-def]
-              env_files: Optional[List[Path]] = None, volume_root: Optional[str] = None):
+              env_files: Optional[List[Path]] = None, volume_root: Optional[str] = None, applying: bool = False):
     """Load and translate; print every warning (unless quiet). ComposeError becomes an error line."""
     from orchestrator.compose import ComposeError, load
 
@@ -46,7 +46,7 @@ def translate(file: Optional[Path], stack: Optional[str], quiet: bool = False,  
         result = load(path, stack=stack, environ=dict(os.environ), env_files=env_files or None,
                       volume_root=volume_root)
     except ComposeError as exc:
-        raise fail(f"{path}: {exc}", "nothing was applied")
+        raise fail(f"{path}: {exc}", *(["nothing was applied"] if applying else []))
     if not quiet:
         for w in result.warnings:
             render.warn(w)
@@ -58,20 +58,20 @@ def documents(services: dict[str, dict]) -> list[dict]:
     return [{"name": name, **body} for name, body in services.items()]
 
 
-def _apply(c, docs: list[dict], dry_run: bool) -> list[dict]:  # type: ignore[no-untyped-def]
+def _apply(c, docs: list[dict], dry_run: bool, take_over: bool) -> list[dict]:  # type: ignore[no-untyped-def]
     """POST /v1/apply: all of `docs` or none; a refusal names each service and key."""
-    from orchestrator.compose.readiness import refusal_lines
+    from orchestrator.cli.resources import refused
 
+    body: dict = {"services": docs, "dry_run": dry_run}
+    if take_over:
+        body["take_over"] = True
     try:
-        return c.post("/v1/apply", {"services": docs, "dry_run": dry_run})["results"]
+        return c.post("/v1/apply", body)["results"]
     except ApiError as exc:
         if exc.no_route:
             raise fail(f"the server at {c.conn.url} has no POST /v1/apply, which compose up needs to apply a "
                        "stack all or nothing", "the server is older than this command line; nothing was applied")
-        err = CliError(f"{exc.message}" if "nothing was applied" in exc.message else
-                       f"nothing was applied: {exc.message}", hints=exc.hints)
-        err.detail_lines = refusal_lines(exc.details, [d["name"] for d in docs])  # type: ignore[attr-defined]
-        raise err from None
+        raise refused(exc) from None
 
 
 def _wait_for(c, needs: dict[tuple[str, str], list[str]], timeout: float, left: list[str]) -> None:  # type: ignore[no-untyped-def]
@@ -83,23 +83,23 @@ def _wait_for(c, needs: dict[tuple[str, str], list[str]], timeout: float, left: 
     pending = dict(needs)
     for (dep, cond), waiting in pending.items():
         typer.echo(f"waiting for {dep} ({cond}) before {', '.join(waiting)}", err=True)
-    why = ""
+    why: dict[tuple[str, str], str] = {}
     while pending:
         for key in list(pending):
             dep, cond = key
             svc = c.get(f"/v1/services/{dep}")
             inst = c.get(f"/v1/services/{dep}/instances") if cond == "service_completed_successfully" else None
-            verdict, why = check(cond, svc, inst)
+            verdict, why[key] = check(cond, svc, inst)
             if verdict == "ready":
-                typer.echo(f"{dep}: {cond} ({why})", err=True)
+                typer.echo(f"{dep}: {cond} ({why[key]})", err=True)
                 del pending[key]
             elif verdict == "failed":
-                raise fail(f"{dep} cannot satisfy {cond}: {why}",
+                raise fail(f"{dep} cannot satisfy {cond}: {why[key]}",
                            f"not applied: {', '.join(left)}; fix {dep} and run compose up again")
         if pending and time.monotonic() > deadline:
-            (dep, cond), _ = next(iter(pending.items()))
-            raise fail(f"{dep} is not {cond.removeprefix('service_').replace('_', ' ')} after {timeout:g}s: {why}",
-                       f"not applied: {', '.join(left)}; `dockyard describe {dep}` says why, "
+            dep, cond = key = next(iter(pending))
+            raise fail(f"{dep} is not {cond.removeprefix('service_').replace('_', ' ')} after {timeout:g}s: {why[key]}",
+                       f"not applied: {', '.join(left)}; `dockyard describe service {dep}` says why, "
                        "or give --wait-timeout more time")
         if pending:
             time.sleep(0.5)
@@ -110,6 +110,8 @@ def _wait_for(c, needs: dict[tuple[str, str], list[str]], timeout: float, left: 
 def up(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
        dry_run: bool = typer.Option(False, "--dry-run", help="check everything on the server, print the plan, change nothing"),
        prune: bool = typer.Option(False, "--prune", help="delete services of the stack the file no longer has"),
+       take_over: bool = typer.Option(False, "--take-over", help="move services that belong to another stack (or none) "
+                                                                   "into this one"),
        env_file: Optional[List[Path]] = EnvFileOpt, volume_root: Optional[str] = VolumeRootOpt,
        wait_timeout: float = typer.Option(300.0, "--wait-timeout", min=0,
                                           help="seconds to wait for each dependency (depends_on) to be ready")) -> None:
@@ -126,20 +128,21 @@ def up(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
 
     Example: dockyard compose up --volume-root /srv/dockyard
     """
-    from orchestrator.cli.resources import apply_services
+    from orchestrator.cli.resources import apply_services, result_line
 
-    path, result = translate(file, stack, env_files=env_file, volume_root=volume_root)
+    path, result = translate(file, stack, env_files=env_file, volume_root=volume_root, applying=True)
     docs = {d["name"]: d for d in documents(result.services)}
     st = next(iter(docs.values()))["stack"]
     typer.echo(f"stack {st}: {len(docs)} service(s) from {path}" +
                (f", {len(result.warnings)} warning(s) above" if result.warnings else ""), err=True)
-    c = client()
-    _apply(c, list(docs.values()), dry_run=True)  # everything checked before anything is created
     if len(result.levels) > 1:
         typer.echo("order: " + " -> ".join(", ".join(level) for level in result.levels), err=True)
-    if dry_run:
-        apply_services(list(result.services.items()), dry_run=True, prune=prune)
+    if dry_run:  # the server checks every service, then the plan
+        apply_services(list(result.services.items()), dry_run=True, prune=prune, take_over=take_over)
         return
+    c = client()
+    _apply(c, list(docs.values()), dry_run=True, take_over=take_over)  # everything checked before anything is created
+    before = {n: c.get(f"/v1/services/{n}", ok404=True) for n in docs}
     for k, level in enumerate(result.levels):
         needs: dict[tuple[str, str], list[str]] = {}
         for name in level:
@@ -147,8 +150,8 @@ def up(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
                 needs.setdefault((dep, cond), []).append(name)
         if needs:
             _wait_for(c, needs, wait_timeout, [n for lv in result.levels[k:] for n in lv])
-        for r in _apply(c, [docs[n] for n in level], dry_run=False):
-            render.ok(f"service/{r['name']} {r['action']}")
+        for r in _apply(c, [docs[n] for n in level], dry_run=False, take_over=take_over):
+            render.ok(result_line(r, before.get(r["name"])))
     if prune:
         for s in c.get("/v1/services", params={"stack": st}):
             if s["name"] not in docs:

@@ -46,16 +46,3 @@ def _completed(svc: dict, want: int, instances: list[dict]) -> tuple[Verdict, st
 def _why(status: dict) -> str:
     msg = status.get("message") or ""
     return f" ({msg})" if msg else ""
-
-
-def refusal_lines(details: list[dict], names: list[str]) -> list[str]:
-    """POST /v1/apply's bad fields as 'service web: env.X: problem' lines (path ["services", i, ...])."""
-    out = []
-    for d in details:
-        path = d.get("path") if isinstance(d.get("path"), list) else str(d.get("field", "")).split(".")
-        if len(path) >= 2 and path[0] == "services" and str(path[1]).isdigit() and int(path[1]) < len(names):
-            name, rest = names[int(path[1])], [str(p) for p in path[2:]]
-            out.append(f"service {name}: {'.'.join(rest) or '(the service)'}: {d.get('problem', '')}")
-        else:
-            out.append(f"{'.'.join(str(p) for p in path) or '?'}: {d.get('problem', '')}")
-    return out

@@ -90,7 +90,7 @@ def test_compose_up_all_or_nothing_then_in_dependency_order(stack_cluster, tmp_p
                                "    init: true\n    privileged: true\n    stop_grace_period: 1s\n    depends_on"))
     r = dockyard(c, "compose", "up", "-f", str(f), "--volume-root", str(c.volume_root), code=1)
     assert "nothing was applied" in r.output and "'web'" in r.output
-    assert "service web: privileged:" in r.output
+    assert "web: privileged:" in r.output
     assert c.api.get("/v1/services").json() == []
 
     # 2. a named volume without a volume root is refused before the server is asked

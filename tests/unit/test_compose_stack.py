@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from orchestrator.compose import ComposeError, interpolate, load, translate
 from orchestrator.compose.depends import levels
-from orchestrator.compose.readiness import check, refusal_lines
+from orchestrator.compose.readiness import check
 from orchestrator.spec import ServiceApply
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "compose"
@@ -407,15 +407,3 @@ def test_completed_successfully():
     # on-failure restarts it: keep waiting
     assert check("service_completed_successfully", svc(replicas=1, revision=2, policy="on-failure"), [exited(3)])[0] \
         == "waiting"
-
-
-def test_refusal_lines_name_the_service_and_key():
-    details = [{"field": "services.1.env.discovery.type", "problem": "bad", "path": ["services", 1, "env",
-                                                                                   "discovery.type"]},
-               {"field": "services.0", "problem": "belongs to stack 'other'"},
-               {"field": "dry_run", "problem": "must be a boolean"}]
-    assert refusal_lines(details, ["web", "db"]) == [
-        "service db: env.discovery.type: bad",
-        "service web: (the service): belongs to stack 'other'",
-        "dry_run: must be a boolean",
-    ]
