@@ -4,23 +4,38 @@ from __future__ import annotations
 import asyncio
 import json
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from orchestrator import events as ev_mod
 from orchestrator.api.deps import State, YamlRoute, role, state
 from orchestrator.auth import Principal
+from orchestrator.bounds import INT32_MAX
 from orchestrator.errors import Conflict, NotFound
 from orchestrator.events import record
 from orchestrator.models import Event, Instance, Node
 from orchestrator.service_ops import instance_dict, iso
 
+# error responses are documented per operation by api/openapi.py, derived from the dependencies
 router = APIRouter(prefix="/v1", tags=["cluster"], route_class=YamlRoute)
-ERRORS = {401: {"description": "missing or invalid token"}, 403: {"description": "role too low"},
-          404: {"description": "not found"}, 409: {"description": "not allowed in the current state"},
-          422: {"description": "invalid input"}}
+
+
+class EventOut(BaseModel):
+    id: int
+    time: str | None
+    kind: str
+    service: str | None
+    node: str | None
+    instance: str | None
+    message: str
+    actor: str | None
+
+
+SSE = ("`watch=true`: a text/event-stream of `id: <id>`, `event: <kind>`, `data: <the event as JSON>` "
+       "messages (and `: keep-alive` comments), which never ends")
 
 
 def node_dict(n: Node, hub, instances: int = 0) -> dict:  # type: ignore[no-untyped-def]
@@ -40,7 +55,7 @@ def _counts(s) -> dict[str, int]:  # type: ignore[no-untyped-def]
     return out
 
 
-@router.get("/nodes", responses=ERRORS)
+@router.get("/nodes")
 def list_nodes(st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> list[dict]:
     def read(s):  # type: ignore[no-untyped-def]
         counts = _counts(s)
@@ -56,7 +71,7 @@ def _node(s, name: str) -> Node:  # type: ignore[no-untyped-def]
     return n
 
 
-@router.get("/nodes/{name}", responses=ERRORS)
+@router.get("/nodes/{name}")
 def get_node(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
     return st.db.run(lambda s: node_dict(_node(s, name), st.hub, _counts(s).get(name, 0)))
 
@@ -75,22 +90,22 @@ def _availability(st: State, name: str, value: str, p: Principal) -> dict:
     return out
 
 
-@router.post("/nodes/{name}/pause", responses=ERRORS)
+@router.post("/nodes/{name}/pause")
 def pause_node(name: str, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
     return _availability(st, name, "paused", p)
 
 
-@router.post("/nodes/{name}/drain", responses=ERRORS)
+@router.post("/nodes/{name}/drain")
 def drain_node(name: str, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
     return _availability(st, name, "drained", p)
 
 
-@router.post("/nodes/{name}/activate", responses=ERRORS)
+@router.post("/nodes/{name}/activate")
 def activate_node(name: str, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
     return _availability(st, name, "active", p)
 
 
-@router.delete("/nodes/{name}", responses=ERRORS)
+@router.delete("/nodes/{name}")
 def delete_node(name: str, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
     def write(s):  # type: ignore[no-untyped-def]
         n = _node(s, name)
@@ -111,7 +126,7 @@ def delete_node(name: str, st: State = Depends(state), p: Principal = Depends(ro
     return out
 
 
-@router.get("/instances", responses=ERRORS)
+@router.get("/instances")
 def list_instances(service: str | None = None, node: str | None = None, all: bool = False,
                    st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> list[dict]:
     def read(s):  # type: ignore[no-untyped-def]
@@ -127,7 +142,7 @@ def list_instances(service: str | None = None, node: str | None = None, all: boo
     return st.db.run(read)
 
 
-@router.get("/instances/{instance_id}", responses=ERRORS)
+@router.get("/instances/{instance_id}")
 def get_instance(instance_id: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
     def read(s):  # type: ignore[no-untyped-def]
         i = s.get(Instance, instance_id)
@@ -153,17 +168,22 @@ def _query_events(st: State, service: str | None, node: str | None, since: int |
     return st.db.run(read)
 
 
-@router.get("/events", responses=ERRORS)
+@router.get("/events", response_model=list[EventOut], responses={200: {
+    "description": "the events, newest first; with " + SSE,
+    "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def list_events(request: Request, service: str | None = None, node: str | None = None,
-                      since: int | None = Query(default=None, ge=0, description="only events after this id"),
+                      since: int | None = Query(default=None, ge=0, le=INT32_MAX, description="only events after this id"),
                       limit: int = Query(default=100, ge=1, le=1000), watch: bool = False,
+                      last_event_id: int | None = Header(
+                          default=None, alias="Last-Event-ID", ge=0, le=INT32_MAX,
+                          description="with watch=true and no since: resume after this event id (what an "
+                                      "EventSource sends when it reconnects)"),
                       st: State = Depends(state), _: Principal = Depends(role("viewer"))):
     if not watch:
-        return await run_in_threadpool(_query_events, st, service, node, since, limit, False)
+        return JSONResponse(await run_in_threadpool(_query_events, st, service, node, since, limit, False))
 
-    last_id = request.headers.get("last-event-id", "").strip()
-    if since is None and last_id.isdigit():  # an EventSource reconnecting: resume after what it saw
-        since = int(last_id)
+    if since is None and last_event_id is not None:  # an EventSource reconnecting: resume after what it saw
+        since = last_event_id
 
     async def stream():  # type: ignore[no-untyped-def]
         cursor = since

@@ -1,7 +1,9 @@
 """Request dependencies shared by the routers: the app's state, auth, If-Match, YAML bodies."""
 from __future__ import annotations
 
+import datetime
 import json
+import re
 import time
 from typing import Callable
 
@@ -11,7 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 
 from orchestrator.auth import Principal, authenticate, bearer, hash_secret
-from orchestrator.errors import BadRequest, Forbidden
+from orchestrator.bounds import INT32_MAX
+from orchestrator.errors import BadRequest, Forbidden, ValidationFailed
 from orchestrator.read_cache import ReadCache
 
 
@@ -69,14 +72,25 @@ async def node_principal(p: Principal = Depends(principal)) -> Principal:
 node_principal.required_role = "node"  # type: ignore[attr-defined]
 
 
-async def if_match(if_match: str | None = Header(default=None, alias="If-Match")) -> int | None:
+async def if_match(if_match: str | None = Header(
+        default=None, alias="If-Match", description='the service version (its ETag, e.g. "3") the change expects')
+) -> int | None:
     if if_match is None:
         return None
     raw = if_match.strip().removeprefix("W/").strip('"')
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequest(f"If-Match must be a service version (e.g. \"3\"), got {if_match!r}")
+    if not re.fullmatch(r"[0-9]+", raw):  # int() would also take '+3', '1_0' and other scripts' digits
+        raise BadRequest(f"If-Match must be a service version (e.g. \"3\"), got {if_match[:40]!r}")
+    if len(raw) > 10 or int(raw) > INT32_MAX:  # versions live in an Integer column
+        raise ValidationFailed(f"If-Match is out of range: a version is at most {INT32_MAX}",
+                               [{"field": "If-Match", "problem": f"at most {INT32_MAX}"}])
+    return int(raw)
+
+
+def _yaml_scalar(v: object) -> str:
+    """JSON for YAML's own scalars: a date (`2024-01-31` unquoted) becomes its ISO 8601 string."""
+    if isinstance(v, (datetime.date, datetime.datetime)):
+        return v.isoformat()
+    raise TypeError(f"YAML value of type {type(v).__name__} has no JSON form")
 
 
 class YamlRoute(APIRoute):
@@ -92,9 +106,13 @@ class YamlRoute(APIRoute):
                 raw = await request.body()
                 try:
                     doc = yaml.safe_load(raw) if raw.strip() else None
+                    request._body = json.dumps(doc, default=_yaml_scalar).encode()
                 except yaml.YAMLError as exc:
                     raise BadRequest(f"body is not valid YAML: {exc}".splitlines()[0])
-                request._body = json.dumps(doc).encode()
+                except RecursionError:  # PyYAML recurses once per level of nesting
+                    raise BadRequest("body is not valid YAML: nested too deeply")
+                except (TypeError, ValueError) as exc:  # YAML that JSON cannot say (a set, binary)
+                    raise BadRequest(f"body cannot be read as JSON: {exc}".splitlines()[0])
                 headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
                 request.scope["headers"] = headers + [(b"content-type", b"application/json")]
                 if hasattr(request, "_headers"):

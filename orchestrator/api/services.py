@@ -2,26 +2,25 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Header, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator import policy, revisions, service_ops as ops
+from orchestrator.bounds import INT32_MAX
 from orchestrator.api.deps import State, YamlRoute, if_match, role, state
 from orchestrator.auth import Principal
 from orchestrator.models import Instance, Revision, Service
 from orchestrator.spec import Scale, ServiceApply
 from sqlalchemy import select
 
+# error responses are documented per operation by api/openapi.py, derived from the dependencies
 router = APIRouter(prefix="/v1/services", tags=["services"], route_class=YamlRoute)
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing or invalid token"}, 403: {"description": "role too low, or host privileges the server's policy refuses"},
-    404: {"description": "no such service"}, 409: {"description": "stale version"},
-    422: {"description": "invalid input; details name each bad field"},
-}
+# revision numbers start at 1 and live in an Integer column
+RevisionNumber = Annotated[int, Path(ge=1, le=INT32_MAX, description="a revision number (1, 2, ...)")]
 
 
 class ServiceOut(BaseModel):
@@ -40,7 +39,8 @@ class ServiceOut(BaseModel):
 
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    revision: int | None = Field(default=None, ge=1, description="omitted: the revision before the current one")
+    revision: int | None = Field(default=None, ge=1, le=INT32_MAX,
+                                 description="omitted: the revision before the current one")
 
 
 def _one(st: State, name: str) -> dict:
@@ -70,7 +70,7 @@ def _etag(response: Response, out: dict) -> JSONResponse:
     return JSONResponse(out, status_code=response.status_code or 200, headers={"ETag": f'"{out["version"]}"'})
 
 
-@router.get("", response_model=list[ServiceOut], responses=ERRORS)
+@router.get("", response_model=list[ServiceOut])
 def list_services(stack: str | None = None, st: State = Depends(state), _: Principal = Depends(role("viewer"))):
     def read(s):  # type: ignore[no-untyped-def]
         q = select(Service).order_by(Service.name)
@@ -95,13 +95,13 @@ async def _cached_one(st: State, name: str) -> dict:
     return out
 
 
-@router.get("/{name}", response_model=ServiceOut, responses=ERRORS)
+@router.get("/{name}", response_model=ServiceOut)
 async def get_service(name: str, response: Response, st: State = Depends(state),
                       _: Principal = Depends(role("viewer"))):
     return _etag(response, await _cached_one(st, name))
 
 
-@router.put("/{name}", response_model=ServiceOut, status_code=200, responses={**ERRORS, 201: {"description": "created", "model": ServiceOut}})
+@router.put("/{name}", response_model=ServiceOut, status_code=200, responses={201: {"description": "created", "model": ServiceOut}})
 async def put_service(name: str, body: ServiceApply, response: Response, match: int | None = Depends(if_match),
                       cause: str | None = Depends(change_cause), st: State = Depends(state),
                       p: Principal = Depends(role("operator"))):
@@ -132,7 +132,7 @@ def _put(st: State, name: str, body: ServiceApply, response: Response, match: in
     return _etag(response, _one(st, name))
 
 
-@router.patch("/{name}", response_model=ServiceOut, responses=ERRORS)
+@router.patch("/{name}", response_model=ServiceOut)
 def patch_service(name: str, response: Response, body: dict[str, Any] = Body(..., examples=[{"replicas": 5}]),
                   match: int | None = Depends(if_match), cause: str | None = Depends(change_cause),
                   st: State = Depends(state), p: Principal = Depends(role("operator"))):
@@ -146,7 +146,7 @@ def patch_service(name: str, response: Response, body: dict[str, Any] = Body(...
     return _etag(response, _one(st, name))
 
 
-@router.post("/{name}/scale", response_model=ServiceOut, responses=ERRORS)
+@router.post("/{name}/scale", response_model=ServiceOut)
 def scale_service(name: str, body: Scale, response: Response, match: int | None = Depends(if_match),
                   st: State = Depends(state), p: Principal = Depends(role("operator"))):
     st.db.run(lambda s: ops.scale(s, name, body.replicas, if_match=match, actor=p.label, now=time.time()))
@@ -154,7 +154,7 @@ def scale_service(name: str, body: Scale, response: Response, match: int | None 
     return _etag(response, _one(st, name))
 
 
-@router.delete("/{name}", status_code=202, responses=ERRORS)
+@router.delete("/{name}", status_code=202)
 def delete_service(name: str, match: int | None = Depends(if_match), st: State = Depends(state),
                    p: Principal = Depends(role("operator"))) -> dict:
     nodes = st.db.run(lambda s: ops.delete(s, name, if_match=match, actor=p.label, now=time.time()))
@@ -163,7 +163,7 @@ def delete_service(name: str, match: int | None = Depends(if_match), st: State =
     return {"name": name, "deleted": True, "message": "service deleted; its containers are being stopped"}
 
 
-@router.get("/{name}/instances", responses=ERRORS)
+@router.get("/{name}/instances")
 def service_instances(name: str, all: bool = False, st: State = Depends(state),
                       _: Principal = Depends(role("viewer"))) -> list[dict]:
     def read(s):  # type: ignore[no-untyped-def]
@@ -176,7 +176,7 @@ def service_instances(name: str, all: bool = False, st: State = Depends(state),
     return st.db.run(read)
 
 
-@router.get("/{name}/revisions", responses=ERRORS)
+@router.get("/{name}/revisions")
 def list_revisions(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> list[dict]:
     def read(s):  # type: ignore[no-untyped-def]
         svc = ops.load(s, name)
@@ -186,8 +186,8 @@ def list_revisions(name: str, st: State = Depends(state), _: Principal = Depends
     return st.db.run(read)
 
 
-@router.get("/{name}/revisions/{number}", responses=ERRORS)
-def get_revision(name: str, number: int, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
+@router.get("/{name}/revisions/{number}")
+def get_revision(name: str, number: RevisionNumber, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
     def read(s):  # type: ignore[no-untyped-def]
         svc = ops.load(s, name)
         return revisions.as_dict(revisions.get(s, name, number), svc.revision)
@@ -195,8 +195,9 @@ def get_revision(name: str, number: int, st: State = Depends(state), _: Principa
     return st.db.run(read)
 
 
-@router.get("/{name}/revisions/{a}/diff/{b}", responses=ERRORS)
-def diff_revisions(name: str, a: int, b: int, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
+@router.get("/{name}/revisions/{a}/diff/{b}")
+def diff_revisions(name: str, a: RevisionNumber, b: RevisionNumber, st: State = Depends(state),
+                   _: Principal = Depends(role("viewer"))) -> dict:
     def read(s):  # type: ignore[no-untyped-def]
         ops.load(s, name)
         ra, rb = revisions.get(s, name, a), revisions.get(s, name, b)
@@ -213,13 +214,13 @@ def _rollout(st: State, name: str) -> dict:
     return st.db.run(read)
 
 
-@router.get("/{name}/rollout", responses=ERRORS)
+@router.get("/{name}/rollout")
 def rollout_status(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
     """Phase (progressing, complete, paused, rolled_back), why it stopped, old/new/ready counts."""
     return _rollout(st, name)
 
 
-@router.post("/{name}/rollout/pause", responses=ERRORS)
+@router.post("/{name}/rollout/pause")
 def pause_rollout(name: str, st: State = Depends(state), p: Principal = Depends(role("operator"))) -> dict:
     """Roll no further (lost instances are still replaced). 409 unless a rollout is progressing."""
     st.db.run(lambda s: ops.pause_rollout(s, name, actor=p.label, now=time.time()))
@@ -227,7 +228,7 @@ def pause_rollout(name: str, st: State = Depends(state), p: Principal = Depends(
     return _rollout(st, name)
 
 
-@router.post("/{name}/rollout/resume", responses=ERRORS)
+@router.post("/{name}/rollout/resume")
 def resume_rollout(name: str, st: State = Depends(state), p: Principal = Depends(role("operator"))) -> dict:
     """Carry on a paused rollout; failed new instances are replaced and the deadline restarts."""
     st.db.run(lambda s: ops.resume_rollout(s, name, actor=p.label, now=time.time()))
@@ -235,7 +236,7 @@ def resume_rollout(name: str, st: State = Depends(state), p: Principal = Depends
     return _rollout(st, name)
 
 
-@router.post("/{name}/rollback", response_model=ServiceOut, responses=ERRORS)
+@router.post("/{name}/rollback", response_model=ServiceOut)
 def rollback(name: str, response: Response, body: RollbackIn | None = None, st: State = Depends(state),
              p: Principal = Depends(role("operator"))):
     check = policy.checker(st.settings, p)

@@ -23,13 +23,12 @@ from orchestrator.events import record
 from orchestrator.models import Token
 from orchestrator.service_ops import iso
 
+# error responses are documented per operation by api/openapi.py, derived from the dependencies
 router = APIRouter(prefix="/v1", tags=["tokens"], route_class=YamlRoute)
-ERRORS = {401: {"description": "missing or invalid token"}, 403: {"description": "needs an admin token"},
-          404: {"description": "no such token"}, 409: {"description": "conflict (duplicate name, bootstrap token)"},
-          422: {"description": "invalid input"}}
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$")
 BOOTSTRAP_ID = "bootstrap-admin"
 MAX_LIFETIME = 10 * 365 * 86400.0
+LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()  # the last one ISO 8601 prints
 
 
 class TokenIn(BaseModel):
@@ -38,7 +37,7 @@ class TokenIn(BaseModel):
                       examples=["ci-deployer"])
     role: Literal["viewer", "operator", "admin"]
     expires_in: float | None = Field(default=None, gt=0, le=MAX_LIFETIME, description="seconds from now")
-    expires_at: datetime | None = Field(default=None, description="absolute expiry (ISO 8601)")
+    expires_at: datetime | None = Field(default=None, description="absolute expiry (ISO 8601), before the year 10000")
 
     @field_validator("name")
     @classmethod
@@ -87,7 +86,7 @@ def token_dict(t: Token, now: float) -> dict:
             "expired": t.expires_at is not None and t.expires_at <= now}
 
 
-@router.post("/tokens", status_code=201, response_model=TokenCreated, responses=ERRORS)
+@router.post("/tokens", status_code=201, response_model=TokenCreated)
 def create_token(body: TokenIn, response: Response, st: State = Depends(state),
                  p: Principal = Depends(role("admin"))) -> dict:
     response.headers["Cache-Control"] = "no-store"
@@ -95,6 +94,9 @@ def create_token(body: TokenIn, response: Response, st: State = Depends(state),
     expires = body.expiry(now)
     if expires is not None and expires <= now:
         raise ValidationFailed("expires_at is in the past", [{"field": "expires_at", "problem": "in the past"}])
+    if expires is not None and expires > LAST_INSTANT:  # 9999-12-31T23:00-05:00 is in the year 10000 UTC
+        raise ValidationFailed("expires_at is after 9999-12-31T23:59:59Z",
+                               [{"field": "expires_at", "problem": "must be before the year 10000 (UTC)"}])
     secret = new_secret("dyt")
 
     def write(s):  # type: ignore[no-untyped-def]
@@ -110,13 +112,13 @@ def create_token(body: TokenIn, response: Response, st: State = Depends(state),
     return st.db.run(write)
 
 
-@router.get("/tokens", response_model=list[TokenOut], responses=ERRORS)
+@router.get("/tokens", response_model=list[TokenOut])
 def list_tokens(st: State = Depends(state), _: Principal = Depends(role("admin"))) -> list[dict]:
     now = time.time()
     return st.db.run(lambda s: [token_dict(t, now) for t in s.scalars(select(Token).order_by(Token.created_at))])
 
 
-@router.delete("/tokens/{token_id}", responses=ERRORS)
+@router.delete("/tokens/{token_id}")
 def delete_token(token_id: str, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
     def write(s):  # type: ignore[no-untyped-def]
         t = s.get(Token, token_id)
@@ -134,7 +136,7 @@ def delete_token(token_id: str, st: State = Depends(state), p: Principal = Depen
     return out
 
 
-@router.post("/cluster/join-token/rotate", response_model=JoinTokenOut, responses=ERRORS, tags=["cluster"])
+@router.post("/cluster/join-token/rotate", response_model=JoinTokenOut, tags=["cluster"])
 def rotate_join_token(response: Response, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
     secret = new_secret("dyj")
 
