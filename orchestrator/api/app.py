@@ -5,10 +5,12 @@ import gc
 import logging
 import sys
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -16,7 +18,7 @@ from orchestrator import __version__, errors, events, metrics, policy
 from orchestrator.api import agent, cluster, services
 from orchestrator.api import logs as logs_api
 from orchestrator.api import apply as apply_api
-from orchestrator.api import security, tokens
+from orchestrator.api import openapi, security, tokens
 from orchestrator.limits import BodyLimit
 from orchestrator.api.deps import State, role
 from orchestrator.auth import Principal
@@ -30,6 +32,14 @@ log = logging.getLogger("dockyard.server")
 REQUEST_THREADS = 24  # under db.POOL_SIZE
 GC_THRESHOLDS = (200_000, 20, 100)
 SWITCH_INTERVAL = 0.00005  # seconds
+
+
+class Ready(BaseModel):
+    """/readyz's answer, 200 or 503 (not the error shape: probes read it either way)."""
+
+    model_config = ConfigDict(extra="allow")  # and what else the server reports (leadership)
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, bool]
 
 
 class CountRequests:
@@ -103,7 +113,9 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(
         title="Dockyard", version=__version__, lifespan=lifespan,
         description="A small container orchestrator. Every endpoint but /healthz and /readyz needs "
-                    "`Authorization: Bearer <token>`. Errors are `{\"error\": {\"code\", \"message\", \"details\"}}`.",
+                    "`Authorization: Bearer <token>`. Errors are `{\"error\": {\"code\", \"message\", \"details\"}}` "
+                    "(schema `ErrorBody`), documented per operation. A method a path does not serve is a 405 "
+                    "whose `Allow` header names those it does (`components.responses.MethodNotAllowed`).",
     )
     errors.install(app)
     app.include_router(services.router)
@@ -113,6 +125,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(logs_api.router)
     app.include_router(tokens.router)
     security.install(app)  # x-required-role on every operation of /openapi.json
+    openapi.install(app)  # error responses, stream content types, 405 Allow in /openapi.json
     app.add_middleware(BodyLimit)  # bodies over 1 MiB -> 413
 
     app.add_middleware(CountRequests)
@@ -121,7 +134,8 @@ def create_app(settings: Settings) -> FastAPI:
     def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get("/readyz", tags=["health"], response_model=Ready, responses={
+        503: {"model": Ready, "description": "the database or the reconcile loop is not healthy"}})
     def readyz(request: Request):  # type: ignore[no-untyped-def]
         st: State = request.app.state.dy
         checks = {"database": st.db.ping(), "loop": st.loop.healthy}
