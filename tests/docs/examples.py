@@ -98,3 +98,95 @@ def blocks(path: Path, text: str | None = None) -> list[Block]:
 def pages(root: Path = ROOT) -> list[Path]:
     """The documentation whose examples are run: README.md and every docs/*.md."""
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+
+
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    out, fence = set(), False
+    for line in text.split("\n"):
+        if FENCE.match(line):
+            fence = not fence
+        elif not fence and (m := re.match(r"^#{1,6} (.*)$", line)):
+            out.add(slug(m[1]))
+    return out
+
+
+def broken_links(path: Path) -> list[str]:
+    """Relative links of one page whose file or #anchor does not exist ("file:line: link")."""
+    text = path.read_text()
+    bad = []
+    for n, line in enumerate(text.split("\n"), 1):
+        for target in LINK.findall(line):
+            if re.match(r"^[a-z]+:", target):
+                continue  # https:, mailto: ...
+            file, _, anchor = target.partition("#")
+            dest = (path.parent / file).resolve() if file else path
+            if not dest.exists():
+                bad.append(f"{path.name}:{n}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors(dest.read_text()):
+                bad.append(f"{path.name}:{n}: {target} (no such heading in {dest.name})")
+    return bad
+
+
+HEREDOC = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\2")
+
+
+def point_at(code: str, old: str, new: str) -> str:
+    """Replace the server URL `old` by `new` where the shell itself uses it (words, "double quotes"),
+    not inside 'single quotes', $'...' or here-documents: those are file contents and request bodies,
+    where http://127.0.0.1:8080 is a container's own address (a health check, say), not the server's."""
+    out: list[str] = []
+    quote: str | None = None
+    pending: list[tuple[bool, str]] = []  # here-documents opened on the current line
+    j, n = 0, len(code)
+    while j < n:
+        c = code[j]
+        if quote in (None, '"') and code.startswith(old, j):
+            out.append(new)
+            j += len(old)
+            continue
+        if c == "\\" and quote != "'":
+            out.append(code[j:j + 2])
+            j += 2
+            continue
+        if quote is None:
+            if c in "'\"":
+                quote = c
+            elif c == "<" and (m := HEREDOC.match(code, j)):
+                pending.append((m[1] == "-", m[3]))
+                out.append(m[0])
+                j = m.end()
+                continue
+            elif c == "#" and (j == 0 or code[j - 1] in " \t;\n"):
+                end = code.find("\n", j)
+                end = n if end < 0 else end
+                out.append(code[j:end])  # a comment: nothing to run
+                j = end
+                continue
+            elif c == "\n" and pending:
+                out.append(c)
+                j += 1
+                for strip_tabs, word in pending:  # here-document bodies, copied as they are
+                    while j < n:
+                        end = code.find("\n", j)
+                        end = n if end < 0 else end + 1
+                        body = code[j:end]
+                        out.append(body)
+                        j = end
+                        if (body.rstrip("\n").lstrip("\t") if strip_tabs else body.rstrip("\n")) == word:
+                            break
+                pending = []
+                continue
+        elif c == quote:
+            quote = None
+        out.append(c)
+        j += 1
+    return "".join(out)

@@ -6,7 +6,8 @@ ERR trap names it). No pipefail: a reader's shell has none, and `curl -N STREAM 
 docs show a stream. `curl` is a shim on PATH that calls the real curl with `-D` and
 records every call's HTTP status, so a curl that does not get a 2xx fails the block even inside a
 pipe or a `$(...)`. The server URL the docs use, http://127.0.0.1:8080 (`make run`), is pointed at
-the test's own server before a block runs.
+the test's own server where the shell uses it (not in here-documents or single-quoted bodies, where
+it is a container's own address; see examples.point_at).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.docs.examples import Block
+from tests.docs.examples import Block, point_at
 
 DOCS_URL = "http://127.0.0.1:8080"
 BLOCK_TIMEOUT = 300.0
@@ -84,7 +85,7 @@ class Session:
         self.n += 1
         base = self.dir / f"{self.n:02d}"
         script, out, rc_file, curl_log = (base.with_suffix(s) for s in (".sh", ".out", ".rc", ".curl"))
-        script.write_text(block.code.replace(DOCS_URL, self.url) + "\n")
+        script.write_text(point_at(block.code, DOCS_URL, self.url) + "\n")
         curl_log.touch()
         started = time.monotonic()
         if self.p.poll() is None:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docs.examples import ExtractError, blocks, pages
+from tests.docs.examples import ExtractError, blocks, broken_links, pages, point_at, slug
 
 P = Path("page.md")
 
@@ -78,3 +78,42 @@ def test_every_page_parses_and_most_examples_run() -> None:
     skipped = [b for bs in found.values() for b in bs if b.not_run]
     assert run >= 25, run
     assert len(skipped) <= run // 2, [b.where for b in skipped]  # opting out stays the exception
+
+
+def test_links_between_the_pages_resolve() -> None:
+    bad = [b for p in pages() for b in broken_links(p)]
+    assert not bad, "\n".join(bad)
+
+
+def test_slugs_follow_github() -> None:
+    assert slug("Design notes (where we chose differently from DESIGN.md, and why)") == \
+        "design-notes-where-we-chose-differently-from-designmd-and-why"
+    assert slug("Policy: host privileges") == "policy-host-privileges"
+    assert slug("A server at cluster scale (`bench/simulate.py`)") == "a-server-at-cluster-scale-benchsimulatepy"
+
+
+def test_the_server_url_is_pointed_at_the_test_server_only_where_the_shell_uses_it() -> None:
+    old, new = "http://127.0.0.1:8080", "http://127.0.0.1:4711"
+    code = "\n".join([
+        "API=http://127.0.0.1:8080",
+        'dockyard login --server "http://127.0.0.1:8080" # http://127.0.0.1:8080',
+        "cat > c.yml <<'EOF'",
+        "test: [CMD, wget, http://127.0.0.1:8080/]",
+        "EOF",
+        "curl -d '{\"health\": \"http://127.0.0.1:8080/\",",
+        "  \"x\": \"http://127.0.0.1:8080\"}' http://127.0.0.1:8080/v1/services/x",
+        "curl --data-binary $'url: http://127.0.0.1:8080\\n' \"$API/v1\"",
+        "cat <<-END",
+        "\thttp://127.0.0.1:8080",
+        "\tEND",
+        "echo http://127.0.0.1:8080",
+    ])
+    got = point_at(code, old, new).split("\n")
+    assert got[0] == "API=http://127.0.0.1:4711"
+    assert got[1].startswith('dockyard login --server "http://127.0.0.1:4711"')
+    assert got[3] == "test: [CMD, wget, http://127.0.0.1:8080/]"          # here-document: left alone
+    assert got[5] == code.split("\n")[5]                                  # single quotes: a body
+    assert got[6] == "  \"x\": \"http://127.0.0.1:8080\"}' http://127.0.0.1:4711/v1/services/x"
+    assert "url: http://127.0.0.1:8080" in got[7]
+    assert got[9] == "\thttp://127.0.0.1:8080"
+    assert got[11] == "echo http://127.0.0.1:4711"
