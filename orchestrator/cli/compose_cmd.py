@@ -36,15 +36,20 @@ VolumeRootOpt = typer.Option(None, "--volume-root", envvar="DOCKYARD_VOLUME_ROOT
                                   "without it a named volume is refused")
 
 
+ProfileOpt = typer.Option(None, "--profile", help="enable services of this profile (repeatable; default: "
+                                                  "COMPOSE_PROFILES); services in no enabled profile are left out")
+
+
 def translate(file: Optional[Path], stack: Optional[str], quiet: bool = False,  # type: ignore[no-untyped-def]
-              env_files: Optional[List[Path]] = None, volume_root: Optional[str] = None, applying: bool = False):
+              env_files: Optional[List[Path]] = None, volume_root: Optional[str] = None, applying: bool = False,
+              profiles: Optional[List[str]] = None):
     """Load and translate; print every warning (unless quiet). ComposeError becomes an error line."""
     from orchestrator.compose import ComposeError, load
 
     path = _path(file)
     try:
         result = load(path, stack=stack, environ=dict(os.environ), env_files=env_files or None,
-                      volume_root=volume_root)
+                      volume_root=volume_root, profiles=profiles or None)
     except ComposeError as exc:
         raise fail(f"{path}: {exc}", *(["nothing was applied"] if applying else []))
     if not quiet:
@@ -113,6 +118,7 @@ def up(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
        take_over: bool = typer.Option(False, "--take-over", help="move services that belong to another stack (or none) "
                                                                    "into this one"),
        env_file: Optional[List[Path]] = EnvFileOpt, volume_root: Optional[str] = VolumeRootOpt,
+       profile: Optional[List[str]] = ProfileOpt,
        wait_timeout: float = typer.Option(300.0, "--wait-timeout", min=0,
                                           help="seconds to wait for each dependency (depends_on) to be ready")) -> None:
     """Translate a compose file and apply its services as one stack, all or nothing.
@@ -130,7 +136,8 @@ def up(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
     """
     from orchestrator.cli.resources import apply_services, result_line
 
-    path, result = translate(file, stack, env_files=env_file, volume_root=volume_root, applying=True)
+    path, result = translate(file, stack, env_files=env_file, volume_root=volume_root, applying=True,
+                             profiles=profile)
     docs = {d["name"]: d for d in documents(result.services)}
     st = next(iter(docs.values()))["stack"]
     typer.echo(f"stack {st}: {len(docs)} service(s) from {path}" +
@@ -163,7 +170,8 @@ def up(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
 @command
 def convert(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
             output: Output = typer.Option(Output.yaml, "--output", "-o", help="yaml (for `dockyard apply -f`) or json"),
-            env_file: Optional[List[Path]] = EnvFileOpt, volume_root: Optional[str] = VolumeRootOpt) -> None:
+            env_file: Optional[List[Path]] = EnvFileOpt, volume_root: Optional[str] = VolumeRootOpt,
+            profile: Optional[List[str]] = ProfileOpt) -> None:
     """Print the Dockyard services a compose file becomes, without applying anything.
 
     The YAML output is a manifest that `dockyard apply -f` takes as it is.
@@ -172,7 +180,7 @@ def convert(file: Optional[Path] = FileOpt, stack: Optional[str] = StackOpt,
     """
     if output not in (Output.yaml, Output.json):
         raise usage("compose convert prints yaml or json")
-    _, result = translate(file, stack, env_files=env_file, volume_root=volume_root)
+    _, result = translate(file, stack, env_files=env_file, volume_root=volume_root, profiles=profile)
     docs = documents(result.services)
     if len(result.levels) > 1:  # a manifest has no depends_on: say the order compose up would use
         typer.echo("order (compose up waits between levels): "

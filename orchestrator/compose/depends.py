@@ -19,8 +19,11 @@ from orchestrator.compose.common import ComposeError, Warn, extra_keys, fail
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 
 
-def depends_on(svc: dict, name: str, rename: dict[str, str], warn: Warn) -> dict[str, str]:
-    """{dependency: condition} from `depends_on` (list or map form) and `links`."""
+def depends_on(svc: dict, name: str, rename: dict[str, str], warn: Warn,
+               skipped: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """{dependency: condition} from `depends_on` (list or map form) and `links`; `skipped` are
+    the services left out because their profiles are not enabled."""
+    skipped = skipped or {}
     where = f"{name}.depends_on"
     raw = svc.get("depends_on")
     out: dict[str, str] = {}
@@ -38,9 +41,12 @@ def depends_on(svc: dict, name: str, rename: dict[str, str], warn: Warn) -> dict
         extra_keys(opts, {"condition", "required", "restart"}, f"{where}.{dep}", warn)
         if opts.get("restart"):
             warn(f"{where}.{dep}.restart: dependents are not restarted when {dep!r} changes")
-        if dep not in rename:
+        if dep not in rename or dep in skipped:
             if opts.get("required", True) is False:
                 continue  # Compose skips an optional dependency the project does not have
+            if dep in skipped:
+                raise fail(where, f"{dep!r} is in profile(s) {', '.join(skipped[dep])}, which is not enabled: "
+                                  f"pass --profile {skipped[dep][0]}")
             raise fail(where, f"{dep!r} is not a service of this file")
         cond = opts.get("condition", "service_started")
         if cond not in CONDITIONS:
@@ -52,7 +58,7 @@ def depends_on(svc: dict, name: str, rename: dict[str, str], warn: Warn) -> dict
             raise fail(f"{name}.links", "must be a list of 'SERVICE' or 'SERVICE:ALIAS'")
         for link in links:
             dep = link.split(":", 1)[0]
-            if dep not in rename:
+            if dep not in rename or dep in skipped:
                 raise fail(f"{name}.links", f"{dep!r} is not a service of this file")
             out.setdefault(rename[dep], "service_started")
     if name in out:

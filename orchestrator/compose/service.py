@@ -22,7 +22,7 @@ _SERVICE_KNOWN = {
     "image", "build", "command", "entrypoint", "environment", "env_file", "ports", "deploy",
     "scale", "healthcheck", "labels", "restart", "stop_grace_period", "init", "pull_policy",
     "cpus", "mem_limit", "mem_reservation", "memswap_limit", "depends_on", "links", "expose",
-    "container_name", "stop_signal", "networks", "secrets", "configs", *host.KEYS,
+    "container_name", "stop_signal", "networks", "secrets", "configs", "profiles", *host.KEYS,
 }
 # Dockyard's agent stops a container the way `docker stop` does: the image's STOPSIGNAL, else SIGTERM.
 _TERM = {"SIGTERM", "TERM", "15"}
@@ -149,13 +149,27 @@ def _service_name(raw: Any, warn: Warn) -> str:
     return name
 
 
+def _inactive(services: dict, profiles: set[str]) -> dict[str, list[str]]:
+    """Services whose `profiles` are not enabled, with their profiles: Compose leaves them out."""
+    out: dict[str, list[str]] = {}
+    for raw, svc in services.items():
+        wanted = svc.get("profiles") if isinstance(svc, dict) else None
+        if wanted is None:
+            continue
+        if not isinstance(wanted, list) or not all(isinstance(p, str) for p in wanted):
+            raise fail(f"{raw}.profiles", "must be a list of profile names")
+        if wanted and "*" not in profiles and not profiles & set(wanted):
+            out[raw] = wanted
+    return out
+
+
 def translate(compose: dict, *, stack: str, base_dir: Path = Path("."), environ: dict[str, str] | None = None,
-              volume_root: str | None = None) -> Translation:
+              volume_root: str | None = None, profiles: list[str] | None = None) -> Translation:
     """Compose mapping -> service bodies, dependencies and warnings; ComposeError if it cannot be done.
 
     `environ` holds the variables to interpolate (the caller's environment over the `.env`
     file; none by default, so the function stays pure); `volume_root` is where named volumes
-    become bind mounts (None: they are refused)."""
+    become bind mounts (None: they are refused); `profiles` are the enabled ones ('*': all)."""
     if not isinstance(compose, dict):
         raise ComposeError("a compose file must be a mapping at the top level")
     if not isinstance(stack, str) or not DNS_LABEL.fullmatch(stack):
@@ -175,6 +189,10 @@ def translate(compose: dict, *, stack: str, base_dir: Path = Path("."), environ:
     nets = networks.definitions(compose, warn)
     vols = host.definitions(compose, stack, volume_root, warn)
     defined_files = files.definitions(compose, Path(base_dir), warn)
+    skipped = _inactive(services, set(profiles or []))
+    if len(skipped) == len(services):
+        raise ComposeError(f"no service is enabled: every one is in a profile ({', '.join(map(str, skipped))}); "
+                           "pass --profile NAME")
     rename: dict[str, str] = {}
     for raw in services:
         name = _service_name(raw, warn)
@@ -184,10 +202,13 @@ def translate(compose: dict, *, stack: str, base_dir: Path = Path("."), environ:
     attached = False
     for raw, svc in services.items():
         name = rename[raw]
+        if raw in skipped:
+            warn(f"{name}: not applied; it is in profile(s) {', '.join(skipped[raw])}, which --profile did not enable")
+            continue
         if not isinstance(svc, dict):
             raise ComposeError(f"service {raw!r}: its definition must be a mapping")
         attached |= bool(networks.attach(svc, name, nets, warn))
-        result.depends_on[name] = depends.depends_on(svc, name, rename, warn)
+        result.depends_on[name] = depends.depends_on(svc, name, rename, warn, skipped)
         body = service(svc, name, stack, Path(base_dir), warn, vols, environ, defined_files)
         try:
             ServiceApply.model_validate(body)

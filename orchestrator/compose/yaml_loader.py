@@ -78,15 +78,19 @@ def project(path: str | Path, *, stack: str | None = None, environ: Mapping[str,
 
 
 def load(path: str | Path, *, stack: str | None = None, environ: Mapping[str, str] | None = None,
-         env_files: Sequence[str | Path] | None = None, volume_root: str | None = None) -> Translation:
+         env_files: Sequence[str | Path] | None = None, volume_root: str | None = None,
+         profiles: Sequence[str] | None = None) -> Translation:
     """Read a compose file and translate it. The stack defaults, as Compose's project name
     does, to the top-level 'name', else to the file's directory name, made into a DNS label.
-    `environ` (e.g. os.environ, passed by the CLI) and the `.env` file feed interpolation."""
+    `environ` (e.g. os.environ, passed by the CLI) and the `.env` file feed interpolation; the
+    enabled profiles are `profiles`, else COMPOSE_PROFILES (comma-separated) from those variables."""
     path = Path(path)
     data = _read(path)
     notes: list[str] = []
     env = variables(path, environ, env_files, notes.append)
+    if profiles is None:
+        profiles = [p.strip() for p in env.get("COMPOSE_PROFILES", "").split(",") if p.strip()]
     result = translate(data, stack=_stack(path, data, stack, env), base_dir=path.parent, environ=env,
-                       volume_root=volume_root)
+                       volume_root=volume_root, profiles=list(profiles))
     result.warnings[:0] = notes
     return result

@@ -407,3 +407,31 @@ def test_completed_successfully():
     # on-failure restarts it: keep waiting
     assert check("service_completed_successfully", svc(replicas=1, revision=2, policy="on-failure"), [exited(3)])[0] \
         == "waiting"
+
+
+# ---------------------------------------------------------------- profiles
+
+PROFILED = stack(web={}, debug={"profiles": ["debug"]}, tools={"profiles": ["ops", "debug"], "depends_on": ["web"]})
+
+
+def test_services_in_profiles_are_left_out_unless_enabled():
+    t = translate(PROFILED, stack="s")
+    assert list(t.services) == ["web"] and t.levels == [["web"]]
+    assert "debug: not applied; it is in profile(s) debug, which --profile did not enable" in t.warnings
+    assert list(translate(PROFILED, stack="s", profiles=["ops"]).services) == ["web", "tools"]
+    assert list(translate(PROFILED, stack="s", profiles=["debug"]).services) == ["web", "debug", "tools"]
+    assert list(translate(PROFILED, stack="s", profiles=["*"]).services) == ["web", "debug", "tools"]
+
+
+def test_profiles_from_compose_profiles_and_dependencies_on_disabled_ones(tmp_path):
+    f = tmp_path / "compose.yaml"
+    f.write_text("services:\n  web:\n    image: x\n  debug:\n    image: x\n    profiles: [debug]\n")
+    assert list(load(f, environ={"COMPOSE_PROFILES": "debug,other"}).services) == ["web", "debug"]
+    assert list(load(f, environ={"COMPOSE_PROFILES": "debug"}, profiles=[]).services) == ["web"]
+    with pytest.raises(ComposeError, match=r"^web.depends_on: 'debug' is in profile\(s\) debug, which is not "
+                                           r"enabled: pass --profile debug$"):
+        translate(stack(web={"depends_on": ["debug"]}, debug={"profiles": ["debug"]}), stack="s")
+    with pytest.raises(ComposeError, match="no service is enabled"):
+        translate(stack(debug={"profiles": ["debug"]}), stack="s")
+    with pytest.raises(ComposeError, match=r"debug.profiles: must be a list"):
+        translate(stack(debug={"profiles": "debug"}), stack="s")
