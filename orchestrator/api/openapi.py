@@ -18,7 +18,7 @@ application/json. 405 answers carry `Allow` (errors.py); components.responses do
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
@@ -56,11 +56,17 @@ class _Needs:
         if d.call is not None:
             self.calls.add(d.call)
         self.path += [f.alias for f in d.path_params]
-        self.inputs += [f.alias for f in (*d.path_params, *d.query_params, *d.cookie_params)]
-        # Authorization is any string (its problems are 401s)
-        self.inputs += [f.alias for f in d.header_params if f.alias.lower() != "authorization"]
+        fields = (*d.path_params, *d.query_params, *d.cookie_params, *d.header_params)
+        self.inputs += [f.alias for f in fields if f in d.path_params or not _free(f)]
         for sub in d.dependencies:
             self.walk(sub)
+
+
+def _free(f: Any) -> bool:
+    """An optional parameter that takes any string cannot fail validation (Authorization's
+    problems, for one, are 401s)."""
+    info = f.field_info
+    return not info.is_required() and not info.metadata and info.annotation in (str, str | None, Optional[str])
 
 
 def derived(path: str, route: APIRoute, method: str) -> dict[int, tuple[str, dict[str, Any]]]:
