@@ -65,10 +65,10 @@ def parse_memory(value: Any) -> int | None:
         if suffix in ("n", "u"):
             raise ValueError(f"{value!r}: '{suffix}' is a fraction of a byte; {_MEMORY_FORMS}")
         if suffix[:1] in "eE" and suffix[1:].lstrip("+-").isdigit():
-            exp = int(suffix[1:])
+            exp = int(suffix[1:])  # the whole text is at most 64 characters
             if exp > 30:
                 raise ValueError(f"{value!r} is too large: at most {MAX_MEMORY} bytes (8Ei - 1)")
-            mult = Fraction(10) ** exp
+            mult = Fraction(10) ** max(exp, -30)  # below 10^-30 every number is under a byte anyway
         elif suffix in _BINARY_SI:
             mult = Fraction(_BINARY_SI[suffix])
         elif suffix in _DECIMAL_SI:

@@ -14,19 +14,15 @@ from pydantic import BaseModel, ConfigDict
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from orchestrator import __version__, errors, events, metrics, policy
+from orchestrator import __version__, errors, metrics, policy, runtime
 from orchestrator.api import agent, cluster, services
 from orchestrator.api import logs as logs_api
 from orchestrator.api import apply as apply_api
-from orchestrator.api import openapi, security, tokens
+from orchestrator.api import control, openapi, security, tokens
 from orchestrator.limits import BodyLimit
 from orchestrator.api.deps import State, role
 from orchestrator.auth import Principal
-from orchestrator.auth import bootstrap
 from orchestrator.config import Settings
-from orchestrator.db import Database, migrate
-from orchestrator.hub import Hub
-from orchestrator.reconcile import Reconciler
 
 log = logging.getLogger("dockyard.server")
 REQUEST_THREADS = 24  # under db.POOL_SIZE
@@ -68,15 +64,8 @@ def create_app(settings: Settings) -> FastAPI:
     policy.parse(settings.allow)  # a bad --allow list stops the server before it serves
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        migrate(settings.db_url)
-        db = Database(settings.db_url)
-        db.run(lambda s: bootstrap(s, settings.data_dir, settings.admin_token, settings.join_token))
-        hub = Hub(heartbeat_interval=settings.heartbeat_interval)
-        loop = Reconciler(db, hub, interval=settings.loop_interval, node_ttl=settings.node_ttl)
-        app.state.dy = State(db, hub, loop, settings)
-        events.on_commit(hub.events_changed)
-        loop.start()
+        st = runtime.start(settings)
+        app.state.dy = st
         # Request handlers that block (database work) run in this many threads. Threads past
         # what the database can serve only queue for the GIL and for SQLite's write lock, and
         # every thread runnable at once stretches the event loop's wait for the GIL (agents'
@@ -106,9 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            events.off_commit(hub.events_changed)
-            loop.stop()
-            db.engine.dispose()
+            runtime.stop(st)
 
     app = FastAPI(
         title="Dockyard", version=__version__, lifespan=lifespan,
@@ -124,6 +111,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(agent.router)
     app.include_router(logs_api.router)
     app.include_router(tokens.router)
+    app.include_router(control.router)
     security.install(app)  # x-required-role on every operation of /openapi.json
     openapi.install(app)  # error responses, stream content types, 405 Allow in /openapi.json
     app.add_middleware(BodyLimit)  # bodies over 1 MiB -> 413
@@ -139,7 +127,8 @@ def create_app(settings: Settings) -> FastAPI:
     def readyz(request: Request):  # type: ignore[no-untyped-def]
         st: State = request.app.state.dy
         checks = {"database": st.db.ping(), "loop": st.loop.healthy}
-        body = {"status": "ok" if all(checks.values()) else "unavailable", "checks": checks}
+        body = {"status": "ok" if all(checks.values()) else "unavailable", "checks": checks,
+                "leader": control.leadership(st)}
         return JSONResponse(body, 200 if all(checks.values()) else 503)
 
     @app.get("/metrics", tags=["health"], response_class=PlainTextResponse)

@@ -16,8 +16,9 @@ router = APIRouter(prefix="/v1", tags=["cluster"])
 def leadership(st: State) -> dict:
     """What this server knows of the lease (read from the database when it answers)."""
     me = st.server_id  # type: ignore[attr-defined]
-    out: dict = {"server": me, "leading": st.loop.leading, "epoch": None, "holder": None,
-                 "lease_age_seconds": None, "lease_expires_in_seconds": None, "lease_ttl_seconds": st.settings.lease_ttl}
+    out: dict = {"server": me, "leading": st.loop.leading, "passes": st.loop.passes,
+                 "epoch": None, "holder": None, "lease_age_seconds": None,
+                 "lease_expires_in_seconds": None, "lease_ttl_seconds": st.settings.lease_ttl}
     try:
         info = st.db.run(lambda s: lease.read(s, st.db.engine.dialect.name), attempts=1)
     except Exception:

@@ -58,7 +58,7 @@ def extra_keys(d: dict, known: set[str], where: str, warn: Warn) -> None:
 
 
 def non_negative_int(value: Any, where: str) -> int:
-    if isinstance(value, str) and value.strip().isdigit():  # an interpolated '${REPLICAS:-2}'
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,18}", value.strip()):  # an interpolated '${REPLICAS:-2}'
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise fail(where, f"must be a non-negative integer, not {value!r}")

@@ -37,7 +37,7 @@ def convert_memory(value: Any, where: str) -> int:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < float("inf"):
         n = int(value)
     else:
-        m = _COMPOSE_MEM.fullmatch(value.strip()) if isinstance(value, str) else None
+        m = _COMPOSE_MEM.fullmatch(value.strip()) if isinstance(value, str) and len(value) <= 64 else None
         if not m:
             raise fail(where, f"invalid size {value!r}: use bytes or a number with b, k, m, g, t or p "
                               "(binary, as in Docker: '128m' is 128 MiB)")

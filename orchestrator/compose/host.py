@@ -74,9 +74,11 @@ def host(svc: dict, name: str, base_dir: Path, body: dict, warn: Warn, vols: Vol
             body["cap_add"] = caps
     if svc.get("network_mode") is not None:
         mode = svc["network_mode"]
+        if not isinstance(mode, str):
+            raise fail(f"{name}.network_mode", "must be 'bridge', 'host' or 'none'")
         if mode in _MODES:
             body["network_mode"] = mode
-        elif isinstance(mode, str) and mode.startswith(("service:", "container:")):
+        elif mode.startswith(("service:", "container:")):
             raise fail(f"{name}.network_mode", f"{mode!r} shares another container's network namespace, which "
                        "Dockyard cannot do (it places each service's containers on their own); "
                        "Dockyard knows 'bridge', 'host' and 'none'")

@@ -52,6 +52,8 @@ def attach(svc: dict, name: str, defined: set[str], warn: Warn) -> list[str]:
     if raw is None:
         return []
     if isinstance(raw, list):
+        if not all(isinstance(n, str) for n in raw):
+            raise fail(where, "must be a list of network names or a mapping of network name to options")
         items = {n: None for n in raw}
     elif isinstance(raw, dict):
         items = raw

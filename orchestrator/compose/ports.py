@@ -8,7 +8,7 @@ from orchestrator.compose.common import Warn, extra_keys, fail
 
 
 def _port_range(text: str, where: str) -> list[int]:
-    m = re.fullmatch(r"(\d+)(?:-(\d+))?", text.strip())
+    m = re.fullmatch(r"(\d{1,5})(?:-(\d{1,5}))?", text.strip(), re.ASCII)
     lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, -1)
     if not m or hi < lo or hi - lo >= 1024:
         raise fail(where, f"invalid port or port range {text!r}")

@@ -116,7 +116,7 @@ def service(svc: dict, name: str, stack: str, base_dir: Path, warn: Warn,
         body["init"] = boolean(svc["init"], f"{name}.init")
     if "pull_policy" in svc:
         pull = {"missing": "if-not-present", "if_not_present": "if-not-present",
-                "always": "always", "never": "never"}.get(svc["pull_policy"])
+                "always": "always", "never": "never"}.get(svc["pull_policy"]) if isinstance(svc["pull_policy"], str) else None
         if pull:
             body["pull"] = pull
         else:

@@ -435,3 +435,39 @@ def test_profiles_from_compose_profiles_and_dependencies_on_disabled_ones(tmp_pa
         translate(stack(debug={"profiles": ["debug"]}), stack="s")
     with pytest.raises(ComposeError, match=r"debug.profiles: must be a list"):
         translate(stack(debug={"profiles": "debug"}), stack="s")
+
+
+@pytest.mark.parametrize("replicas", ["²", "9" * 5000, "-1", "1.5"])
+def test_odd_interpolated_numbers_are_refused_cleanly(replicas):
+    with pytest.raises(ComposeError, match=r"app.deploy.replicas: must be a non-negative integer"):
+        translate({"services": {"app": {"image": "x", "deploy": {"replicas": "${N}"}}}}, stack="s", environ={"N": replicas})
+
+
+# ---------------------------------------------------------------- any input: a translation or a ComposeError
+
+SERVICE_KEYS = ["image", "build", "command", "entrypoint", "environment", "env_file", "ports", "deploy", "scale",
+                "healthcheck", "labels", "restart", "stop_grace_period", "init", "pull_policy", "cpus", "mem_limit",
+                "mem_reservation", "memswap_limit", "depends_on", "links", "expose", "container_name", "stop_signal",
+                "networks", "secrets", "configs", "profiles", "privileged", "cap_add", "network_mode", "pid",
+                "volumes", "user"]
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 2**70), st.floats(allow_nan=True),
+                    st.text(max_size=12), st.sampled_from(["${X}", "$$", "${X:?e}", "a:b", "80:80/udp", "1g", "db",
+                                                           "service_healthy", "/a:/b:ro", "SIGTERM", "x:1"]))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+    st.sampled_from(["condition", "target", "source", "type", "limits", "memory", "cpus", "test", "file", "db",
+                     "replicas", "resources", "external", "driver", "ipv4_address", "x", "published"]), inner,
+    max_size=3), max_leaves=8)
+
+
+@given(st.dictionaries(st.sampled_from(["db", "web", "a_b"]),
+                       st.dictionaries(st.sampled_from(SERVICE_KEYS), values, max_size=5), min_size=1, max_size=3),
+       st.dictionaries(st.sampled_from(["networks", "volumes", "secrets", "configs", "name"]), values, max_size=2))
+def test_any_input_translates_or_is_a_compose_error(services, top):
+    for svc in services.values():
+        svc.setdefault("image", "x")
+    try:
+        t = translate({"services": services, **top}, stack="s", environ={"X": "1"}, volume_root="/v")
+    except ComposeError:
+        return
+    for body in t.services.values():
+        ServiceApply.model_validate(body)

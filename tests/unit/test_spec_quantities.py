@@ -163,3 +163,18 @@ def test_any_env_name_without_equals_or_nul_is_accepted(name):
 def test_env_names_docker_refuses_are_refused(bad):
     with pytest.raises(ValidationError, match="invalid environment variable name"):
         ServiceApply.model_validate({"image": "x", "env": {bad: "v"}})
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1e-99999999999", "at least 6Mi"), ("1e00000000000000031", "too large"), ("1e+3", "at least 6Mi"),
+    ("1" * 65, "is not a quantity"),
+])
+def test_extreme_exponents_and_lengths_are_cheap_refusals(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_memory(text)
+
+
+@pytest.mark.parametrize("value", ["9" * 10000, "²", "1" * 65 + "m"])
+def test_compose_sizes_refuse_odd_digits_cleanly(value):
+    with pytest.raises(ComposeError, match="invalid size"):
+        convert_memory(value, "x")
