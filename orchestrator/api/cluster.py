@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from orchestrator import agent_keys
 from orchestrator import events as ev_mod
 from orchestrator.api.deps import State, YamlRoute, role, state
 from orchestrator.auth import Principal
@@ -116,6 +117,7 @@ def delete_node(name: str, st: State = Depends(state), p: Principal = Depends(ro
             if i.desired_state == "running":
                 i.state, i.desired_state = "lost", "stopped"
         s.delete(n)
+        agent_keys.forget(s, name)  # the key the server presented to its agent, the certificate it pinned
         st.hub.heartbeats.pop(name, None)
         st.hub.forget_node(name)  # its credential stops working at once
         record(s, "node_removed", f"node {name} removed", node=name, actor=p.label)

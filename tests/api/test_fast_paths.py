@@ -6,7 +6,7 @@ import threading
 
 from fastapi.testclient import TestClient
 
-from tests.api.principals import assert_error_shape, bearer, join_node, make_token
+from tests.api.principals import JOIN, assert_error_shape, bearer, join_node, make_token
 
 SPEC = {"image": "busybox:1", "command": ["sleep", "60"], "replicas": 2}
 
@@ -27,9 +27,11 @@ def test_noop_apply_writes_nothing_and_still_checks_the_version(client):
     assert err["current_version"] == 1
     assert_error_shape(client.put("/v1/services/web", json=SPEC, headers={"If-Match": '"3"'}), 409, "conflict")
     assert client.put("/v1/services/web", json=SPEC, headers={"If-Match": '"1"'}).status_code == 200
-    # a stack given for the first time, or another replica count, is a change
-    assert client.put("/v1/services/web", json={**SPEC, "stack": "shop"}).json()["version"] == 2
-    assert client.put("/v1/services/web", json={**SPEC, "replicas": 3}).json()["version"] == 3
+    # a stack given for the first time is not a no-op: moving a service into a stack is refused here
+    # (POST /v1/apply with take_over does it), and changes nothing
+    assert_error_shape(client.put("/v1/services/web", json={**SPEC, "stack": "shop"}), 409, "conflict")
+    assert client.get("/v1/services/web").json()["version"] == 1
+    assert client.put("/v1/services/web", json={**SPEC, "replicas": 3}).json()["version"] == 2
 
 
 def test_cached_credentials_follow_role_and_revocation(client, anon):
@@ -57,7 +59,19 @@ def test_a_cached_token_stops_working_when_it_expires(client, anon, monkeypatch)
 def test_a_removed_or_rejoined_node_credential_stops_working_at_once(client, anon):
     old = join_node(client, "n1")
     assert anon.post("/v1/agent/sync", json={}, headers=bearer(old)).status_code == 200  # cached
-    new = join_node(client, "n1")
+    # its own agent re-joins with its credential: the same credential goes on working
+    r = anon.post("/v1/agent/join", json={"join_token": JOIN, "node_name": "n1", "credential": old})
+    assert r.status_code == 200 and r.json()["credential"] == old
+    assert anon.post("/v1/agent/sync", json={}, headers=bearer(old)).status_code == 200
+    # a second agent without it is refused while the node is alive, and changes nothing
+    assert_error_shape(anon.post("/v1/agent/join", json={"join_token": JOIN, "node_name": "n1"}), 409, "conflict")
+    assert anon.post("/v1/agent/sync", json={}, headers=bearer(old)).status_code == 200
+    # removed (drained and empty first): the cached credential stops working at once
+    assert client.post("/v1/nodes/n1/drain").status_code == 200
+    assert client.delete("/v1/nodes/n1").status_code == 200
+    assert_error_shape(anon.post("/v1/agent/sync", json={}, headers=bearer(old)), 401, "unauthorized")
+    new = join_node(client, "n1")  # the name is free again: a fresh credential, the old one stays dead
+    assert new != old
     assert_error_shape(anon.post("/v1/agent/sync", json={}, headers=bearer(old)), 401, "unauthorized")
     assert anon.post("/v1/agent/sync", json={}, headers=bearer(new)).status_code == 200
 

@@ -1,10 +1,10 @@
 """Tokens, node credentials and the join token: secrets shown once, hashes kept, scopes enforced."""
 from __future__ import annotations
 
-import sqlite3
 import time
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from orchestrator.api.app import create_app
 from orchestrator.auth import hash_secret
@@ -21,10 +21,10 @@ def test_create_list_delete(client, tmp_path):
     assert secret.startswith("dyt_") and len(secret) > 40
     assert out["role"] == "operator" and out["expires_at"] and out["last_used_at"] is None
     # only the hash is stored
-    db = sqlite3.connect(tmp_path / "dockyard.db")
-    rows = db.execute("SELECT name, hash FROM tokens").fetchall()
-    assert ("ci", hash_secret(secret)) in rows
-    assert secret not in repr(db.execute("SELECT * FROM tokens").fetchall())
+    with client.app.state.dy.db.engine.connect() as db:  # whichever database the server runs on
+        rows = [tuple(r) for r in db.execute(text("SELECT name, hash FROM tokens"))]
+        assert ("ci", hash_secret(secret)) in rows
+        assert secret not in repr(db.execute(text("SELECT * FROM tokens")).fetchall())
     # the list never shows secrets or hashes
     listed = client.get("/v1/tokens").json()
     assert {t["name"] for t in listed} == {"admin", "ci"}
@@ -111,9 +111,19 @@ def test_node_credential_is_scoped_to_its_node(client):
         assert_error_shape(anon.post("/v1/agent/sync", json={"wait": 0}, headers=bearer(tok)), 403, "forbidden")
 
 
+def _mark_down(s, name: str) -> bool:  # type: ignore[no-untyped-def]
+    from orchestrator.models import Node
+
+    s.get(Node, name).status = "down"
+    return True
+
+
 def test_rejoin_replaces_the_node_credential(client):
     old = join_node(client, "node-a")
+    # a node that is down may be taken with the join token alone (a reinstalled host)
+    assert client.app.state.dy.db.run(lambda s: _mark_down(s, "node-a"))
     new = join_node(client, "node-a")
+    assert new != old
     anon = TestClient(client.app)
     assert_error_shape(anon.post("/v1/agent/sync", json={"wait": 0}, headers=bearer(old)), 401)
     assert anon.post("/v1/agent/sync", json={"wait": 0}, headers=bearer(new)).status_code == 200
@@ -139,8 +149,10 @@ def test_rotated_join_token_survives_a_restart(tmp_path):
     def app(join: str | None):  # type: ignore[no-untyped-def]
         return create_app(Settings(data_dir=tmp_path, admin_token=ADMIN, join_token=join))
 
+    names = iter(f"n{i}" for i in range(100))  # a fresh node each time: re-joining a live one is a takeover
+
     def joins(c, token: str) -> int:  # type: ignore[no-untyped-def]
-        return c.post("/v1/agent/join", json={"join_token": token, "node_name": "n"}).status_code
+        return c.post("/v1/agent/join", json={"join_token": token, "node_name": next(names)}).status_code
 
     with TestClient(app(JOIN), headers=bearer(ADMIN)) as c:
         new = c.post("/v1/cluster/join-token/rotate").json()["join_token"]

@@ -254,16 +254,37 @@ def _compose_for_test_engine(cluster, src: Path, dst_dir: Path) -> Path:  # type
         placement = svc.get("deploy", {}).get("placement", {})
         placement["constraints"] = [c.replace("db-1", cluster.node("b")) for c in placement.get("constraints", [])]
     shutil.copy(DATA / "compose-webapp.env", dst_dir / "compose-webapp.env")
+    (dst_dir / "db_password.txt").write_text("s3cret\n")  # the file secret the stack mounts
     out = dst_dir / "docker-compose.yml"
     out.write_text(yaml.safe_dump(data, sort_keys=False))
     return out
 
 
-def test_compose_convert_and_up_converge_on_the_engine(cluster, cli, tmp_path):
-    converted = cli("compose", "convert", "-f", str(DATA / "compose-webapp.yml"))
+def test_compose_convert_and_up_converge_on_the_engine(engine, tmp_path):  # type: ignore[no-untyped-def]
+    # named volumes and the file secret are bind mounts under tmp_path: the server must allow them
+    stack_dir, volumes = tmp_path / "stack", tmp_path / "volumes"
+    stack_dir.mkdir()
+    cluster = Cluster(tmp_path, server_args=["--allow", f"bind:{tmp_path}"])
+    cluster.start_server()
+    try:
+        _compose_converge(cluster, Cli(cluster, tmp_path), stack_dir, volumes)
+    finally:
+        cluster.close()
+
+
+def _compose_converge(cluster, cli, stack_dir: Path, volumes: Path) -> None:  # type: ignore[no-untyped-def]
+    # the file as shipped, beside its .env and secret file (bind mounts resolve against its directory)
+    shipped = stack_dir / "compose-webapp.yml"
+    shutil.copy(DATA / "compose-webapp.yml", shipped)
+    shutil.copy(DATA / "compose-webapp.env", stack_dir / "compose-webapp.env")
+    # a named volume needs --volume-root: without it, convert refuses and names the volume
+    refused = cli("compose", "convert", "-f", str(shipped), code=1)
+    assert "worker.volumes[0]: named volume 'media'" in refused.output and "--volume-root" in refused.output
+    converted = cli("compose", "convert", "-f", str(shipped), "--volume-root", str(volumes))
     docs = list(yaml.safe_load_all(converted.stdout))
-    assert [d["name"] for d in docs] == ["web", "worker", "db"] and {d["stack"] for d in docs} == {"webapp"}
-    assert "warning: top-level 'volumes' is not supported" in converted.output
+    assert {d["name"] for d in docs} == {"web", "worker", "db"} and {d["stack"] for d in docs} == {"webapp"}
+    assert "order (compose up waits between levels): worker, db -> web" in converted.output  # depends_on
+    assert "warning: db: 'shm_size' is not supported" in converted.output
     # what convert prints, apply takes as it is (dry run: the images do not exist here)
     plan = cli("apply", "-f", "-", "--dry-run", input=converted.stdout).stdout
     assert "Plan: 3 to create." in plan
@@ -272,10 +293,8 @@ def test_compose_convert_and_up_converge_on_the_engine(cluster, cli, tmp_path):
     # web wants at most 2 per node (3 replicas: two nodes); db is pinned to an ssd node by name
     cluster.start_agent("a", "--cpus", "16", "--memory", "64Gi")
     db_node = cluster.start_agent("b", "--cpus", "16", "--memory", "64Gi", "--label", "disk=ssd")
-    f = _compose_for_test_engine(cluster, DATA / "compose-webapp.yml", tmp_path)
-    up = cli("compose", "up", "-f", str(f))
-    assert "warning: web: 'depends_on' is not supported and was not applied" in up.output
-    assert "warning: db: 'secrets' is not supported" in up.output
+    f = _compose_for_test_engine(cluster, DATA / "compose-webapp.yml", stack_dir)
+    up = cli("compose", "up", "-f", str(f), "--volume-root", str(volumes))
     for name in ("web", "worker", "db"):
         assert f"service/{name} created" in up.stdout
 
@@ -289,12 +308,16 @@ def test_compose_convert_and_up_converge_on_the_engine(cluster, cli, tmp_path):
     assert len(cluster.wait_running("web", 3)) == 3 and len(cluster.wait_running("worker", 2)) == 2
     (db,) = cluster.wait_running("db", 1)
     assert db.labels["dockyard.node"] == db_node
+    mounts = {m["Destination"]: m for m in db.attrs["Mounts"]}
+    assert mounts["/run/secrets/db_password"]["Source"] == str(stack_dir / "db_password.txt")
+    assert mounts["/run/secrets/db_password"]["RW"] is False
+    assert mounts["/var/lib/postgresql/data"]["Source"] == str(volumes / "webapp" / "pgdata")
     (web, *_) = cluster.containers("web")
     env = web.attrs["Config"]["Env"]
     assert "SECRET_KEY=change me" in env and "DJANGO_SETTINGS_MODULE=shop.settings.production" in env
     assert web.labels["com.example.team"] == "storefront"
     assert web.attrs["HostConfig"]["Memory"] == 512 * 1024**2
-    assert "unchanged" in cli("compose", "up", "-f", str(f)).stdout
+    assert "unchanged" in cli("compose", "up", "-f", str(f), "--volume-root", str(volumes)).stdout
 
     cli("compose", "down", "-f", str(f), "--wait")
     assert cli.json("get", "stacks") == []
