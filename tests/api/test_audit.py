@@ -21,6 +21,8 @@ RECIPES = [
     ("POST", "/v1/services/{name}/scale", "op", "/v1/services/web/scale", {"replicas": 3}, "service_scaled"),
     ("POST", "/v1/services/{name}/rollback", "op", "/v1/services/web/rollback", None, "rollback"),
     ("DELETE", "/v1/services/{name}", "op", "/v1/services/web", None, "service_deleted"),
+    ("POST", "/v1/apply", "op", "/v1/apply", {"services": [{"name": "batch", "image": "busybox:1"}]},
+     "service_created"),
     ("POST", "/v1/nodes/{name}/pause", "adm", "/v1/nodes/n1/pause", None, "node_paused"),
     ("POST", "/v1/nodes/{name}/activate", "adm", "/v1/nodes/n1/activate", None, "node_activated"),
     ("POST", "/v1/nodes/{name}/drain", "adm", "/v1/nodes/n1/drain", None, "node_drained"),

@@ -79,7 +79,7 @@ BAD_INPUTS = [
     ("ok", {**GOOD, "resources": {"cpus": -1}}, 422, "resources.cpus"),
     ("ok", {**GOOD, "ports": [{"container_port": 0}]}, 422, "ports.0.container_port"),
     ("ok", {**GOOD, "ports": [{"container_port": 80, "protocol": "sctp"}]}, 422, "ports.0.protocol"),
-    ("ok", {**GOOD, "env": {"1BAD": "x"}}, 422, "env"),
+    ("ok", {**GOOD, "env": {"A=B": "x"}}, 422, "env"),
     ("ok", {**GOOD, "labels": {"dockyard.node": "x"}}, 422, "labels"),
     ("ok", {**GOOD, "restart": {"policy": "sometimes"}}, 422, "restart.policy"),
     ("ok", {**GOOD, "placement": {"constraints": ["zone ~ a"]}}, 422, "placement.constraints"),
