@@ -10,8 +10,9 @@ from typing import Callable, Iterator, TypeVar
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
 
 T = TypeVar("T")
 POOL_SIZE = 32
@@ -129,6 +130,15 @@ def _mark_writes(conn, cursor, statement, parameters, context, executemany) -> N
         conn.info["dy_wrote"] = True
 
 
+def _lost_race(exc: Exception) -> bool:
+    if isinstance(exc, StaleDataError):
+        return True
+    if isinstance(exc, OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in ("40001", "40P01")  # serialization_failure, deadlock_detected
+
+
 class Database:
     def __init__(self, url: str):
         self.url = url
@@ -156,13 +166,17 @@ class Database:
                 self.writes += 1
 
     def run(self, fn: Callable[[Session], T], attempts: int = 5) -> T:
-        """Run fn in one transaction, retrying when SQLite reports the database locked."""
+        """Run fn in one transaction, retrying it whole when it lost a race with another writer:
+        SQLite's database locked, PostgreSQL's serialization failure or deadlock, or a row this
+        transaction loaded and changed that another one deleted or changed first (StaleDataError,
+        e.g. a service deleted while the leader's pass retires its instances). fn is re-run from
+        the start, so it reads what the winner committed and decides again."""
         for attempt in range(attempts):
             try:
                 with self.transaction() as s:
                     return fn(s)
-            except OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == attempts - 1:
+            except (DBAPIError, StaleDataError) as exc:
+                if not _lost_race(exc) or attempt == attempts - 1:
                     raise
                 time.sleep(0.05 * (attempt + 1))
         raise AssertionError("unreachable")
