@@ -96,6 +96,7 @@ class AgentAPI:
         self.host, self.port = parse_listen(listen)
         self.driver, self.key, self.address, self.tls = driver, key, address, tls
         self.server: ThreadingHTTPServer | None = None
+        self.gateway = None  # the node's gateway (agent/gateway/), when it runs one: its table is shown
 
     @staticmethod
     def advertised_host_of(listen: str, address: str = "") -> str:
@@ -174,7 +175,27 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
+        if parts == ["metrics"]:  # Prometheus text: the gateway's request counts and latencies
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            body = generate_latest()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if not self._authorised():
+            return
+        if parts == ["v1", "gateway", "routes"]:
+            gw = self.owner.gateway
+            body = json.dumps({"listen": "%s:%d" % gw.address if gw else None,
+                               "routes": gw.table() if gw else []}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
             return
         if len(parts) == 4 and parts[:2] == ["v1", "instances"] and parts[3] == "logs":
             q = {k: v[-1] for k, v in parse_qs(url.query).items()}

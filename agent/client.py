@@ -43,6 +43,10 @@ class SyncClient:
         self.verify = verify
         self.credential: str | None = None
         self.epoch = 0  # the newest leader epoch seen in an answer
+        # the routing table for this node's gateway: None = no gateway (the server sends no
+        # table); else the version we have, sent with every sync, and who takes a new table
+        self.routes_known: str | None = None
+        self.on_routes: Any = None
         # two clients per server: the long poll must never queue behind (or in front of) a report
         self._clients: dict[tuple[str, str], httpx.Client] = {}
 
@@ -94,7 +98,7 @@ class SyncClient:
         # a server that stopped answering (paused, its host gone silent) must not hold the long
         # poll for long: it answers within `wait` seconds, or the next server is asked
         r = self._post("poll" if wait > 0 else "push", "/v1/agent/sync",
-                       {"known": known, "wait": wait, "report": report},
+                       {"known": known, "wait": wait, "report": report, "routes_known": self.routes_known},
                        headers={"Authorization": f"Bearer {self.credential}"},
                        timeout=httpx.Timeout(REQUEST_TIMEOUT.connect, read=wait + ANSWER_MARGIN))
         if r.status_code == 401:
@@ -102,11 +106,22 @@ class SyncClient:
         if r.status_code >= 400:
             raise RuntimeError(f"sync refused ({r.status_code}): {_message(r)}")
         out = r.json()
+        self._routes(out)
         raw = out.get("assignments")
         if raw is not None and not self.fresh(out.get("epoch")):
             return known, None, out["heartbeat_interval"]
         assignments = None if raw is None else [Assignment(**a) for a in raw]
         return out["generation"], assignments, out["heartbeat_interval"]
+
+    def _routes(self, out: dict) -> None:
+        routes = out.get("routes")
+        if self.routes_known is None or routes is None or out.get("routes_version") == self.routes_known:
+            return
+        # versions are content digests, not ordered: a late answer may carry an older table,
+        # and then the next sync (sending that older version) is answered with the current one
+        self.routes_known = out.get("routes_version") or ""
+        if self.on_routes is not None:
+            self.on_routes(routes)
 
     def fresh(self, epoch: int | None) -> bool:
         """Is an answer under `epoch` as new as any seen? (None: a server that sends no epoch)"""

@@ -57,9 +57,12 @@ def diff(
     now: float,
     busy: frozenset[str] = frozenset(),
     run_backoff: dict[str, float] | None = None,
+    draining: dict[str, float] | None = None,
 ) -> Actions:
     """`busy`: instance ids with an action still in flight (left alone this pass).
-    `run_backoff`: instance id -> time before which a failed start must not be retried."""
+    `run_backoff`: instance id -> time before which a failed start must not be retried.
+    `draining`: instance id -> time until which a container that is no longer assigned keeps
+    running: it has left every gateway's routes and finishes what it was sent (ordered drain)."""
     out = Actions()
     wanted = {a.instance_id: a for a in assigned}
     by_instance: dict[str, list[Observed]] = {}
@@ -69,6 +72,10 @@ def diff(
     for iid, containers in by_instance.items():
         a = wanted.get(iid)
         if a is None:
+            until = (draining or {}).get(iid, 0.0)
+            if now < until and any(o.state == "running" for o in containers):
+                out.wake_at = until if out.wake_at is None else min(out.wake_at, until)
+                continue
             # not ours to run any more (deleted, scaled down, re-placed after node loss): remove
             out.remove += [(o.container_id, None) for o in containers if o.state != "removing"]
             continue

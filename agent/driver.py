@@ -37,6 +37,7 @@ EVENT_WINDOW = 1.0  # seconds: how long one events request lasts, so `stop` is s
 EVENT_ACTIONS = ["die", "start", "oom", "health_status", "destroy"]
 _NEVER = "0001-01-01T00:00:00Z"  # Docker's zero time: "not started / not finished yet"
 _EXITED = re.compile(r"^Exited \((-?\d+)\)")
+GATEWAY_HOST = "dockyard-gateway"
 _PORT_IN_USE = re.compile(r"port is already allocated|address already in use", re.I)
 _PORT_IN_TEXT = re.compile(r":(\d+)(?: failed|: bind)")
 
@@ -91,6 +92,9 @@ class DockerDriver:
 
     def __init__(self, node: str, client: docker.DockerClient | None = None):
         self.node = node
+        # the node's gateway port, when it runs one: containers reach it as dockyard-gateway
+        # (Docker's host-gateway address) and are told so in DOCKYARD_GATEWAY
+        self.gateway_port: int | None = None
         # from_env honours DOCKER_HOST / DOCKER_TLS_VERIFY; API version auto-negotiated,
         # so an older engine (20.10 speaks API 1.41) works with a newer SDK.
         # a connection each for the start pool, the list, the events stream and the probes:
@@ -216,7 +220,11 @@ class DockerDriver:
         labels = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
         labels.update({LABEL_INSTANCE: a.instance_id, LABEL_SERVICE: a.service, LABEL_NODE: self.node,
                        LABEL_REVISION: str(a.revision), LABEL_SLOT: str(a.slot)})
-        ports = spec.get("ports") or []
+        ports = list(spec.get("ports") or [])
+        # an exposed port is published too (on a random host port): the gateways reach it there
+        listed = {(p["container_port"], p.get("protocol") or "tcp") for p in ports}
+        ports += [{"container_port": e["port"], "protocol": "tcp"} for e in spec.get("expose") or []
+                  if (e["port"], "tcp") not in listed]
         # 0.0.0.0 only: with "" 20.10 also binds ::, and may pick different dynamic ports
         # for the two families, which would make "the" host port ambiguous.
         bindings = {f"{p['container_port']}/{p.get('protocol') or 'tcp'}": ("0.0.0.0", p.get("host_port"))
@@ -242,6 +250,7 @@ class DockerDriver:
             # json-file so logs() works whatever the daemon default; rotated so a chatty
             # service cannot fill the node's disk.
             log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}),
+            extra_hosts={GATEWAY_HOST: "host-gateway"} if self.gateway_port and not host_net else None,
             # No restart policy on purpose: the agent restarts with its own back-off and
             # counts restarts; Docker restarting behind its back would hide crashes.
         )
@@ -256,7 +265,7 @@ class DockerDriver:
         try:
             c = self.api.create_container(
                 image, command=spec.get("command"), entrypoint=spec.get("entrypoint"),
-                environment=dict(spec.get("env") or {}), labels=labels, name=name,
+                environment=self._environment(spec, host_net), labels=labels, name=name,
                 ports=None if host_net else [(p["container_port"], p.get("protocol") or "tcp") for p in ports] or None,
                 host_config=host_config, healthcheck=healthcheck,
                 stop_timeout=spec.get("stop_timeout"),
@@ -302,6 +311,12 @@ class DockerDriver:
             raise DriverError(f"container {container_id[:12]} no longer exists") from None
         except APIError as e:
             raise self._start_error(e, None) from None
+
+    def _environment(self, spec: dict[str, Any], host_net: bool) -> dict[str, str]:
+        env = dict(spec.get("env") or {})
+        if self.gateway_port:  # the spec's own value wins
+            env.setdefault("DOCKYARD_GATEWAY", f"http://{'127.0.0.1' if host_net else GATEWAY_HOST}:{self.gateway_port}")
+        return env
 
     def probe_address(self, container_id: str, port: int) -> tuple[str, int] | None:
         """Where the agent reaches a container's port: its IP on a Docker network, else the

@@ -45,6 +45,11 @@ class AgentConfig:
     tls_cert: str | None = field(default_factory=lambda: os.environ.get("DOCKYARD_AGENT_TLS_CERT") or None)
     tls_key: str | None = field(default_factory=lambda: os.environ.get("DOCKYARD_AGENT_TLS_KEY") or None)
     state_dir: str = field(default_factory=lambda: str(identity.default_dir()))  # the saved node credential
+    # the node's gateway (agent/gateway/): "" runs none; "127.0.0.1:8000" is what `dockyard up` uses
+    gateway_listen: str = ""
+    # seconds a container that leaves the assignments keeps running after it left every
+    # gateway's routes, so requests already on their way to it finish (the ordered drain)
+    drain_seconds: float = 2.0
 
 
 class Agent:
@@ -63,6 +68,8 @@ class Agent:
         self.run_backoff: dict[str, float] = {}
         self.run_failures: dict[str, int] = {}
         self.busy: set[str] = set()
+        # instance id -> until when its container keeps running after it left the assignments
+        self.draining: dict[str, float] = {}
         # containers Docker said died: its list can still show them running for a moment
         self.died: set[str] = set()
         self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="act")
@@ -81,6 +88,14 @@ class Agent:
                             tls.server_context(self.tls) if self.tls else None)
         self.agent_url = ""
         self._primed = False
+        self.gateway = None
+        if cfg.gateway_listen:
+            from agent.gateway import Gateway  # only a node that runs a gateway pays for it
+
+            self.gateway = Gateway(cfg.gateway_listen)
+            self.client.routes_known = ""  # ask the servers for the routing table
+            self.client.on_routes = self.gateway.update
+        self.api.gateway = self.gateway
 
     # -- server side ---------------------------------------------------------------
     def join(self) -> None:
@@ -97,6 +112,7 @@ class Agent:
                     "memory": self.cfg.memory or info["memory"], "agent_version": _version(),
                     "engine_version": info["engine_version"], "agent_url": self.agent_url,
                     "credential": credential, "agent_cert": self.tls.pem if self.tls else "",
+                    "gateway": "%s:%d" % self.gateway.address if self.gateway is not None else "",
                 })
                 if out["credential"] != credential:
                     identity.save(self.cfg.state_dir, self.cfg.node_name, out["credential"])
@@ -115,6 +131,14 @@ class Agent:
         with self.lock:
             if generation != self.generation or not self.have_assignments:
                 self.generation = generation
+                now = time.time()
+                wanted = {a.instance_id for a in assignments}
+                for iid, old in self.assignments.items():
+                    # routed to: it left every gateway's routes with this same change (the
+                    # server's routing table); requests already sent to it finish before
+                    # SIGTERM, and its stop timeout bounds what is still running after that
+                    if iid not in wanted and old.spec.get("expose") and iid not in self.draining:
+                        self.draining[iid] = now + self.cfg.drain_seconds
                 self.assignments = {a.instance_id: a for a in assignments}
                 self.have_assignments = True
                 for a in assignments:  # the server's count survives our restarts
@@ -217,7 +241,11 @@ class Agent:
             info = self.restarts.get(o.instance_id)
             if info and o.state == "running" and info.consecutive and now - info.last_at > d.STABLE_SECONDS:
                 info.consecutive = 0
-        actions = d.diff(assigned, observed, self.restarts, now, busy, self.run_backoff)
+        actions = d.diff(assigned, observed, self.restarts, now, busy, self.run_backoff, self.draining)
+        with self.lock:  # drains that ended or whose container is gone
+            present = {o.instance_id for o in observed}
+            for iid in [k for k, until in self.draining.items() if until <= now - 60 or k not in present]:
+                del self.draining[iid]
         for a in actions.run:
             self._submit(a.instance_id, self._run, a)
         for a, cid in actions.restart:
@@ -335,6 +363,17 @@ class Agent:
     # -- lifecycle -----------------------------------------------------------------
     def run(self) -> int:
         self.agent_url = self.api.start()
+        if self.gateway is not None:
+            try:
+                self.gateway.start()
+                self.driver.gateway_port = self.gateway.address[1]
+                log.info("gateway listening on %s:%d", *self.gateway.address)
+            except (OSError, RuntimeError, ValueError) as exc:  # address in use or malformed
+                # the node still runs its containers; only the front door is missing, and says why
+                log.error("no gateway on this node (%s); choose another address with --gateway-listen "
+                          "(or DOCKYARD_GATEWAY_LISTEN), or '' for none", exc)
+                self.gateway = self.api.gateway = None
+                self.client.routes_known, self.client.on_routes = None, None
         self.join()
         threads = [threading.Thread(target=f, daemon=True, name=n) for f, n in
                    ((self.poll_forever, "poll"), (self.watch_events, "events"), (self.reconcile_forever, "reconcile"),
@@ -344,6 +383,8 @@ class Agent:
         self.stop.wait()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.api.stop()
+        if self.gateway is not None:
+            self.gateway.stop()
         self.client.close()
         tls.discard(self.tls)
         return 0

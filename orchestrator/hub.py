@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict
-from typing import Iterable
+from typing import Callable, Iterable
 
 from orchestrator.coord import Coordinator, MemoryCoordinator
 from orchestrator.coord import base as signals
@@ -58,6 +58,9 @@ class Hub:
         # Invalidated across servers: revocations and node removals are signalled (FORGET_*).
         self._credentials: dict[str, tuple[object, float | None, float]] = {}
         self._credential_epoch = 0
+        # the gateways' routing table version (orchestrator/routebook.py sets it): a long poll
+        # also ends when it differs from the version its agent has
+        self.routes_version: Callable[[], str] = lambda: ""
         self.coord.on(signals.BUMP, self._bump_local)
         self.coord.on(signals.EVENTS, lambda _v: self._wake_event_waiters())
         self.coord.on(signals.FORGET_NODE, lambda names: [self._forget_node_local(n) for n in names])
@@ -122,10 +125,7 @@ class Hub:
         self._forget(lambda _p: True)
         with self._lock:
             self.epoch = secrets.token_hex(4)
-            woken = [w for lst in self._waiters.values() for w in lst]
-            self._waiters.clear()
-        for loop, ev in woken:
-            loop.call_soon_threadsafe(ev.set)
+        self.wake_all()
         self._wake_event_waiters()
 
     def heartbeat_interval(self) -> float:
@@ -153,13 +153,26 @@ class Hub:
         began to lead) instead of being declared down by a server that just arrived."""
         return max(self.heartbeats.get(node, 0.0), persisted, since or self.started_at)
 
-    async def wait(self, node: str, known: str | None, timeout: float) -> None:
-        if timeout <= 0 or known != self.generation(node):
+    def wake_all(self) -> None:
+        """Something every agent should hear about changed (the routing table): end every long poll."""
+        with self._lock:
+            woken = [w for lst in self._waiters.values() for w in lst]
+            self._waiters.clear()
+        for loop, ev in woken:
+            loop.call_soon_threadsafe(ev.set)
+
+    def _stale(self, node: str, known: str | None, routes_known: str | None) -> bool:
+        return known != self.generation(node) or (routes_known is not None and routes_known != self.routes_version())
+
+    async def wait(self, node: str, known: str | None, timeout: float, routes_known: str | None = None) -> None:
+        """Until the node's assignments (or, when `routes_known` is given, the routing table)
+        differ from what its agent has, or `timeout` passes."""
+        if timeout <= 0 or self._stale(node, known, routes_known):
             return
         loop = asyncio.get_running_loop()
         ev = asyncio.Event()
         with self._lock:
-            if known != self.generation(node):
+            if self._stale(node, known, routes_known):
                 return
             self._waiters[node].append((loop, ev))
         # a timer rather than asyncio.wait_for, which wraps every long poll in a task of its own

@@ -38,6 +38,7 @@ class Node(Base):
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     address: Mapped[str] = mapped_column(String(255), default="")
     agent_url: Mapped[str] = mapped_column(String(255), default="")
+    gateway: Mapped[str] = mapped_column(String(255), default="", server_default="")  # host:port, '' = none
     labels: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     cpus: Mapped[float] = mapped_column(Float, default=0.0)
     memory: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -25,6 +25,7 @@ from orchestrator.db import Database, migrate
 from orchestrator.hub import Hub
 from orchestrator.models import Node
 from orchestrator.reconcile import Reconciler
+from orchestrator.routebook import RouteBook
 
 log = logging.getLogger("dockyard.server")
 STARTUP_LOCK = 0x646F636B  # "dock": the advisory lock id servers take to migrate one at a time
@@ -120,6 +121,9 @@ def start(settings: Settings) -> State:
         # Database.writes counts this process's writes only: another server's would not
         # invalidate the read cache, so with several servers it is off
         st.reads.max_age = 0.0
+    st.routes = RouteBook(db, coord, on_change=hub.wake_all)  # type: ignore[attr-defined]
+    hub.routes_version = lambda: st.routes.version  # type: ignore[attr-defined]
+    st.routes.start()  # type: ignore[attr-defined]
     events.on_commit(hub.events_changed)
     elector.start()
     loop.start()
@@ -133,6 +137,7 @@ def start(settings: Settings) -> State:
 def stop(st: State) -> None:
     events.off_commit(st.hub.events_changed)
     st.loop.stop()
+    st.routes.stop()  # type: ignore[attr-defined]
     st.elector.stop()  # type: ignore[attr-defined]
     if st.flusher is not None:  # type: ignore[attr-defined]
         st.flusher.flush()  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from orchestrator import revisions
 from orchestrator.core import planner
+from orchestrator.core import routes as routes_core
 from orchestrator.core import status as status_core
 from orchestrator.errors import Conflict, DockyardError, NotFound, ValidationFailed, validation_details
 from orchestrator.events import record
@@ -169,9 +170,25 @@ def plan(name: str, svc: Any, body: ServiceApply, *, if_match: int | None = None
     return Plan(name, body, svc, spec, "updated" if changes else "unchanged", spec_changes)
 
 
+def check_routes(s: Session, name: str, spec: dict) -> None:
+    """409 when another service already exposes one of this spec's (host, path prefix) pairs.
+    Reads the other services in the caller's transaction, so a batch (POST /v1/apply) sees the
+    services it wrote before this one."""
+    if not spec.get("expose"):
+        return
+    others = {r.name: r.spec for r in s.execute(select(Service.name, Service.spec).where(Service.name != name))
+              if (r.spec or {}).get("expose")}
+    why = routes_core.conflict(name, spec, others)
+    if why:
+        raise Conflict(f"service {name!r} cannot take its route: {why}",
+                       [{"field": "expose", "problem": why}])
+
+
 def write(s: Session, p: Plan, *, actor: str, now: float, history_limit: int) -> Service:
     """Make a plan true (its service read locked): the row, a revision for a new spec, events."""
     name, body = p.name, p.body
+    if p.spec_changes:
+        check_routes(s, name, p.spec)
     if p.svc is None:
         svc = Service(name=name, stack=body.stack, spec=p.spec, replicas=body.replicas, revision=0, generation=1,
                       version=1, created_at=now, updated_at=now, rollout_phase="complete", rollout_reason="")

@@ -206,6 +206,37 @@ class Volume(_Strict):
         return posixpath.normpath(v)
 
 
+HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
+PATH_PREFIX = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,1023}$")
+
+
+class Expose(_Strict):
+    """A route into the service through every node's gateway (docs/gateway.md): requests for
+    `host` (default `<service>.localhost`) under `path_prefix` go to `port` of a ready instance."""
+
+    port: int = Field(ge=1, le=65535, description="the container port requests go to (published on a random host port)")
+    host: str | None = Field(default=None, max_length=253,
+                             description="the Host header to route on; default <service>.localhost")
+    path_prefix: str = Field(default="/", max_length=1024, description="routes requests whose path is under it")
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _host(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        if not isinstance(v, str) or not HOSTNAME.fullmatch(v.strip().lower().rstrip(".")):
+            raise ValueError("must be a DNS name such as 'web.localhost' or 'shop.example.com' "
+                             "(lowercase letters, digits, '-' and dots; no port, no scheme)")
+        return v.strip().lower().rstrip(".")
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not PATH_PREFIX.fullmatch(v) or "//" in v or any(seg in (".", "..") for seg in v.split("/")):
+            raise ValueError("must be an absolute URL path such as '/' or '/api' (no '..', '//', query or spaces)")
+        return v.rstrip("/") or "/"
+
+
 def _split_command(v: Any) -> Any:
     if isinstance(v, str):
         return shlex.split(v)
@@ -240,6 +271,8 @@ class ServiceSpec(_Strict):
         default_factory=list, max_length=64, description="Linux capabilities to add (each needs --allow cap:NAME)")
     volumes: list[Volume] = Field(default_factory=list, max_length=64,
                                   description="bind mounts of host paths (need --allow bind:/prefix)")
+    expose: list[Expose] = Field(default_factory=list, max_length=64,
+                                 description="routes through the nodes' gateways (docs/gateway.md)")
 
     _cmd = field_validator("command", "entrypoint", mode="before")(classmethod(lambda cls, v: _split_command(v)))
 
@@ -272,6 +305,13 @@ class ServiceSpec(_Strict):
     def _network(self) -> "ServiceSpec":
         if self.network_mode == "none" and self.ports:
             raise ValueError("a service with network_mode 'none' cannot publish ports")
+        if self.network_mode == "none" and self.expose:
+            raise ValueError("a service with network_mode 'none' cannot expose a port: nothing could reach it")
+        seen: set[tuple[str | None, str]] = set()
+        for e in self.expose:
+            if (e.host, e.path_prefix) in seen:
+                raise ValueError(f"expose lists host {e.host or '(default)'} with path_prefix {e.path_prefix} twice")
+            seen.add((e.host, e.path_prefix))
         return self
 
     @field_validator("cap_add")

@@ -36,6 +36,7 @@ class JoinIn(BaseModel):
     node_name: str
     address: str = Field(default="", max_length=255)
     agent_url: str = Field(default="", max_length=255)
+    gateway: str = Field(default="", max_length=255, description="host:port where the node's gateway listens ('' = none)")
     labels: dict[str, str] = Field(default_factory=dict, max_length=256)
     cpus: float = Field(default=0.0, ge=0)
     memory: int = Field(default=0, ge=0)
@@ -67,6 +68,8 @@ class SyncIn(BaseModel):
     known: str | None = Field(default=None, description="the generation the agent already has")
     wait: float = Field(default=0.0, ge=0, le=60)
     report: list[ReportItem] | None = Field(default=None, description="every dockyard container on the node; null = no report")
+    routes_known: str | None = Field(default=None, max_length=64, description="the routing-table version the "
+                                     "agent's gateway has ('' for none yet); null: the agent runs no gateway")
 
 
 class Assignment(BaseModel):
@@ -86,6 +89,10 @@ class SyncOut(BaseModel):
     epoch: int | None = Field(default=None, description="the leader epoch the assignments were read under; "
                               "an agent ignores assignments older than the newest epoch it has seen")
     heartbeat_interval: float
+    routes: list[dict[str, Any]] | None = Field(
+        default=None, description="the gateways' routing table (docs/gateway.md); null when unchanged since "
+        "`routes_known`, or when the agent sent no `routes_known`")
+    routes_version: str | None = None
 
 
 @router.post("/join", responses={409: {"description": "the name belongs to a node that is alive"}})
@@ -113,7 +120,7 @@ def join(body: JoinIn, st: State = Depends(state)) -> dict:
             record(s, "node_ready", verdict.reason, node=body.node_name, now=now)
         else:  # its agent restarted (own credential), or it was silent past the TTL
             record(s, "node_rejoined", verdict.reason, node=body.node_name, now=now)
-        n.address, n.agent_url, n.labels = body.address, body.agent_url, body.labels
+        n.address, n.agent_url, n.labels, n.gateway = body.address, body.agent_url, body.labels, body.gateway
         n.cpus, n.memory = body.cpus, body.memory
         n.agent_version, n.engine_version = body.agent_version, body.engine_version
         n.credential_hash, n.status, n.last_heartbeat = hash_secret(credential), "ready", now
@@ -137,6 +144,7 @@ def _write_reports(st: State, batch: list[tuple[str, list[ReportItem] | None, fl
     """Apply a batch of reports in one transaction (one result per report: kick the loop?);
     if that fails, report by report, so one bad report does not fail the others."""
     evented: list[bool] = []
+    routed: list[bool] = []
 
     def write(s, items):  # type: ignore[no-untyped-def]
         nodes = sorted({n for n, r, _ in items if r is not None})
@@ -144,7 +152,7 @@ def _write_reports(st: State, batch: list[tuple[str, list[ReportItem] | None, fl
         for chunk in assignments.chunks(nodes):
             for i in s.scalars(select(Instance).where(Instance.node_name.in_(chunk))):
                 by_node[i.node_name].append(i)
-        return [_write_report(s, st, n, r, t, by_node.get(n, []), evented) for n, r, t in items]
+        return [_write_report(s, st, n, r, t, by_node.get(n, []), evented, routed) for n, r, t in items]
 
     try:
         with gcpause.paused():  # thousands of instance objects live until the batch commits
@@ -158,6 +166,8 @@ def _write_reports(st: State, batch: list[tuple[str, list[ReportItem] | None, fl
                 results.append(exc)
     if evented:
         st.hub.events_changed()
+    if routed:
+        st.routes.changed()
     return results
 
 
@@ -184,7 +194,7 @@ def _read_assignments(st: State, nodes: list[str]) -> list[object]:
 
 
 def _write_report(s, st: State, node: str, report: list[ReportItem] | None, now: float,  # type: ignore[no-untyped-def]
-                  instances: list[Instance], evented: list[bool]) -> bool:
+                  instances: list[Instance], evented: list[bool], routed: list[bool]) -> bool:
     """Apply one node's report in the caller's transaction; True when the loop should look soon."""
     kick = False
     n = s.get(Node, node)
@@ -205,10 +215,15 @@ def _write_report(s, st: State, node: str, report: list[ReportItem] | None, now:
             elif i.state not in ("assigned", "pending"):
                 i.state, i.ready_since, i.updated_at = "assigned", None, now
                 kick |= watched is None or i.service_name in watched
+                routed.append(True)
             continue
+        # what a gateway routes on (orchestrator/core/routes.py): an endpoint came or went
+        routing = (i.state, i.healthy is False, i.host_ports)
         # a state change matters to the loop at once only where it waits on it; the next
         # interval's pass sees the others (its fingerprint includes updated_at)
         kick |= _observe(i, r, now) and (watched is None or i.service_name in watched)
+        if i.desired_state == "running" and routing != (i.state, i.healthy is False, i.host_ports):
+            routed.append(True)
     if not kick and any(isinstance(o, Event) and o.node == node for o in s.new):
         evented.append(True)  # events recorded (unhealthy, restarted): wake their watchers
     return kick
@@ -281,8 +296,11 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
         st.hub.events_changed()  # a report may have recorded events (unhealthy, restarted)
     if key is not None and (last is None or last[0] != key or now - last[1] >= REPORT_REAPPLY_SECONDS):
         st.hub.reports[p.name] = (key, now)
-    await st.hub.wait(p.name, body.known, min(body.wait, 30.0))
+    await st.hub.wait(p.name, body.known, min(body.wait, 30.0), body.routes_known)
     generation = st.hub.generation(p.name)
+    routes_version, routes = st.routes.current()
+    if body.routes_known is None or body.routes_known == routes_version:
+        routes = None
     # The agent already has this generation (a timed-out long poll, a report): say so
     # instead of reading and sending every assignment again.
     todo, epoch = (None, None) if generation == body.known else await _batchers(st).assignments.submit(p.name)
@@ -290,4 +308,5 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
     # built by hand: validating thousands of assignment specs through the response model
     # on every sync costs more than the rest of the request
     return JSONResponse({"node": p.name, "generation": generation, "assignments": todo, "epoch": epoch,
-                         "heartbeat_interval": st.hub.heartbeat_interval()})
+                         "heartbeat_interval": st.hub.heartbeat_interval(), "routes": routes,
+                         "routes_version": routes_version})

@@ -19,6 +19,7 @@ from orchestrator.api import agent, cluster, services
 from orchestrator.api import logs as logs_api
 from orchestrator.api import apply as apply_api
 from orchestrator.api import control, openapi, security, tokens
+from orchestrator.api import routes as routes_api
 from orchestrator.limits import BodyLimit
 from orchestrator.api.deps import State, role
 from orchestrator.auth import Principal
@@ -112,6 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(logs_api.router)
     app.include_router(tokens.router)
     app.include_router(control.router)
+    app.include_router(routes_api.router)  # endpoints, the gateways' routing table
     security.install(app)  # x-required-role on every operation of /openapi.json
     openapi.install(app)  # error responses, stream content types, 405 Allow in /openapi.json
     app.add_middleware(BodyLimit)  # bodies over 1 MiB -> 413

@@ -44,7 +44,7 @@ def node_dict(n: Node, hub, instances: int = 0) -> dict:  # type: ignore[no-unty
         "name": n.name, "address": n.address, "labels": n.labels or {}, "status": n.status,
         "availability": n.availability, "cpus": n.cpus, "memory": n.memory, "instances": instances,
         "last_heartbeat": iso(hub.heartbeats.get(n.name, n.last_heartbeat)), "agent_version": n.agent_version,
-        "engine_version": n.engine_version, "created_at": iso(n.created_at),
+        "engine_version": n.engine_version, "gateway": n.gateway or None, "created_at": iso(n.created_at),
     }
 
 

@@ -21,8 +21,22 @@ SERVICE_COLS = [
     Col("AGE", lambda s: age(s.get("created_at"))),
     Col("IMAGE", lambda s: s["spec"].get("image"), wide=True),
     Col("PORTS", lambda s: fmt_ports(s["spec"].get("ports")), wide=True),
+    Col("URL", lambda s: " ".join(s.get("urls") or []) or None, wide=True),
     Col("MESSAGE", lambda s: s["status"].get("message") or s["rollout"].get("reason"), wide=True),
 ]
+
+
+def service_urls(table: dict, name: str) -> list[str]:
+    """Where a service answers through the gateways, from GET /v1/routes: its routes' hosts on
+    the gateways' port (the port most gateways listen on; none known: the host alone)."""
+    ports = [g["listen"].rpartition(":")[2] for g in table.get("gateways") or [] if g.get("listen")]
+    port = max(sorted(set(ports)), key=ports.count) if ports else None
+    out = []
+    for r in table.get("routes") or []:
+        if r["service"] == name:
+            where = r["host"] if port in (None, "80") else f"{r['host']}:{port}"
+            out.append(f"http://{where}{r['path_prefix'] if r['path_prefix'] != '/' else '/'}")
+    return out
 
 
 def _health(i: dict) -> str:
@@ -117,6 +131,10 @@ def get_services(name: Optional[str] = typer.Argument(None, help="one service", 
     """
     c = client()
     data = c.get(f"/v1/services/{name}") if name else c.get("/v1/services", params={"stack": stack} if stack else None)
+    if output == Output.wide:
+        table = c.get("/v1/routes")
+        for svc in data if isinstance(data, list) else [data]:
+            svc["urls"] = service_urls(table, svc["name"])
     render.emit(data, output, SERVICE_COLS, empty="no services")
 
 
@@ -206,7 +224,7 @@ def _section(title: str, body: str) -> str:
     return f"{title}:\n" + "\n".join("  " + line if line else line for line in body.rstrip().splitlines())
 
 
-def describe_service_text(svc: dict, instances: list[dict], events: list[dict]) -> str:
+def describe_service_text(svc: dict, instances: list[dict], events: list[dict], urls: list[str] | None = None) -> str:
     st, ro = svc["status"], svc["rollout"]
     head = [
         ("Name", svc["name"]), ("Stack", svc.get("stack") or "-"),
@@ -215,6 +233,7 @@ def describe_service_text(svc: dict, instances: list[dict], events: list[dict]) 
                      f"{st['running']} running | {st['pending']} pending"),
         ("Rollout", ro["phase"] + (f" ({ro['reason']})" if ro.get("reason") else "")),
         ("Message", st.get("message") or "-"),
+        ("URL", " ".join(urls or []) or "-"),
         ("Created", f"{svc.get('created_at')} ({age(svc.get('created_at'))} ago)"),
         ("Updated", f"{svc.get('updated_at')} ({age(svc.get('updated_at'))} ago)"),
     ]
@@ -246,10 +265,11 @@ def describe_service(name: str = typer.Argument(..., help="service name", autoco
     svc = c.get(f"/v1/services/{name}")
     inst = c.get(f"/v1/services/{name}/instances")
     evs = c.get("/v1/events", params={"service": name, "limit": events}) if events else []
+    urls = service_urls(c.get("/v1/routes"), name) if svc["spec"].get("expose") else []
     if output in (Output.json, Output.yaml):
-        render.emit({"service": svc, "instances": inst, "events": evs}, output)
+        render.emit({"service": svc, "instances": inst, "events": evs, "urls": urls}, output)
         return
-    typer.echo(describe_service_text(svc, inst, evs))
+    typer.echo(describe_service_text(svc, inst, evs, urls))
 
 
 @describe_app.command("node")

@@ -135,6 +135,10 @@ def _parse_labels(labels: list[str]) -> dict[str, str]:
     return out
 
 
+DrainOpt = typer.Option(2.0, "--drain-seconds", envvar="DOCKYARD_DRAIN_SECONDS", min=0, max=3600,
+                        help="seconds a routed container keeps serving after it left the gateways' routes, before SIGTERM")
+
+
 @app.command()
 def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", envvar="DOCKYARD_SERVER", help="server URL"),
           join_token: Optional[str] = typer.Option(None, "--join-token", envvar="DOCKYARD_JOIN_TOKEN"),
@@ -145,6 +149,9 @@ def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", en
           address: str = typer.Option("", "--address", envvar="DOCKYARD_ADDRESS", help="address other hosts reach this node at"),
           listen: str = typer.Option("127.0.0.1:0", "--listen", envvar="DOCKYARD_AGENT_LISTEN", help="host:port of the agent's small API (logs)"),
           concurrency: int = typer.Option(8, "--concurrency", envvar="DOCKYARD_AGENT_CONCURRENCY", help="containers started in parallel"),
+          gateway_listen: str = typer.Option("", "--gateway-listen", envvar="DOCKYARD_GATEWAY_LISTEN",
+                                             help="host:port of this node's gateway to exposed services, e.g. 0.0.0.0:8000 (empty: none)"),
+          drain_seconds: float = DrainOpt,
           log_level: str = LogOpt, ca_file: Optional[Path] = CaOpt) -> None:
     """Run an agent that makes the local Docker engine run what the server assigns to this node.
 
@@ -163,7 +170,8 @@ def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", en
         raise typer.BadParameter(str(exc), param_hint="--memory")
     cfg = AgentConfig(server=server_url.rstrip("/"), join_token=join_token, node_name=node_name,
                       labels=_parse_labels(label), cpus=cpus, memory=mem, address=address, listen=listen,
-                      concurrency=concurrency, verify=_ca(ca_file))
+                      concurrency=concurrency, verify=_ca(ca_file), gateway_listen=gateway_listen,
+                      drain_seconds=drain_seconds)
     sys.exit(run_agent(cfg))
 
 
@@ -209,8 +217,11 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
        node_ttl: float = TtlOpt, heartbeat_interval: float = HbOpt, history_limit: int = HistOpt,
        node_name: str = typer.Option(socket.gethostname().lower(), "--node-name", envvar="DOCKYARD_NODE_NAME"),
        log_level: str = LogOpt, tls_cert: Optional[Path] = TlsCertOpt, tls_key: Optional[Path] = TlsKeyOpt,
-       allow: list[str] = AllowOpt, ca_file: Optional[Path] = CaOpt) -> None:
-    """Run a one-machine cluster: the server plus one local agent.
+       allow: list[str] = AllowOpt, ca_file: Optional[Path] = CaOpt,
+       gateway_listen: str = typer.Option("127.0.0.1:8000", "--gateway-listen", envvar="DOCKYARD_GATEWAY_LISTEN",
+                                          help="host:port of the gateway to exposed services (empty: none)"),
+       drain_seconds: float = DrainOpt) -> None:
+    """Run a one-machine cluster: the server plus one local agent with its gateway.
 
     Example: dockyard up --port 8080
     """
@@ -226,7 +237,8 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
 
     def start_agent() -> None:
         token = join_token or (settings.data_dir / "join.token").read_text().strip()
-        cfg = AgentConfig(server=url, join_token=token, node_name=node_name, verify=verify)
+        cfg = AgentConfig(server=url, join_token=token, node_name=node_name, verify=verify,
+                          gateway_listen=gateway_listen, drain_seconds=drain_seconds)
         threading.Thread(target=run_agent, args=(cfg,), daemon=True, name="agent").start()
         admin_file = (settings.data_dir / "admin.token").resolve()
         from orchestrator.cli.config import save_context

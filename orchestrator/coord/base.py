@@ -20,6 +20,7 @@ FORGET_TOKEN = "forget_token"  # API token ids that were revoked
 KICK = "kick"                # something changed that the leader's loop should look at soon
 RELEASED = "released"        # the leader let go of the lease: take it now, not after the TTL
 RESYNC = "resync"            # signals may have been missed: drop every cache
+ROUTES = "routes"            # what the gateways' routing table is made of changed: recompute it
 
 
 def server_id() -> str:

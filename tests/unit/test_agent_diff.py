@@ -80,3 +80,14 @@ def test_report_state():
     assert report_state(o("i", "exited", exit_code=1), "never") == ("failed", None)
     assert report_state(o("i", "exited", exit_code=0), "on-failure") == ("exited", None)
     assert report_state(o("i", "exited", exit_code=137), "always") == ("exited", None)
+
+
+def test_a_draining_container_runs_until_its_drain_ends_then_is_removed():
+    draining = {"gone": 105.0}
+    out = diff([a("i1")], [o("i1"), o("gone")], {}, now=100, draining=draining)
+    assert out.remove == [] and out.wake_at == 105.0
+    out = diff([a("i1")], [o("i1"), o("gone")], {}, now=105, draining=draining)
+    assert out.remove == [("c-gone-running", None)]
+    # one that already exited has nothing to drain: removed at once
+    out = diff([], [o("gone", "exited", exit_code=0)], {}, now=100, draining=draining)
+    assert out.remove == [("c-gone-exited", None)]

@@ -50,7 +50,8 @@ def test_rows_plain_and_wide():
     assert headers == ["NAME", "STACK", "READY", "UP-TO-DATE", "REVISION", "ROLLOUT", "AGE"]
     assert body == [["web", "-", "2/3", "3", "2", "progressing", "-"]]
     headers, body = rows([SVC], SERVICE_COLS, wide=True)
-    assert headers[-3:] == ["IMAGE", "PORTS", "MESSAGE"] and body[0][-3:] == ["nginx:1", "80/tcp", "1 unhealthy"]
+    assert headers[-4:] == ["IMAGE", "PORTS", "URL", "MESSAGE"]
+    assert body[0][-4:] == ["nginx:1", "80/tcp", "-", "1 unhealthy"]
 
 
 def test_render_table_is_aligned_plain_text_without_trailing_spaces():
@@ -141,3 +142,19 @@ def test_event_line_and_log_prefix():
     e = {"time": "2024-01-01T00:00:00Z", "kind": "node_down", "service": None, "node": "n1", "message": "gone"}
     assert event_line(e).split() == ["2024-01-01T00:00:00Z", "node_down", "node/n1", "gone"]
     assert prefixed("web.1", 6, "hello") == "web.1  | hello"
+
+
+def test_service_urls_use_the_gateways_port():
+    from orchestrator.cli.get_cmd import service_urls
+
+    table = {"routes": [{"service": "web", "host": "web.localhost", "path_prefix": "/"},
+                        {"service": "web", "host": "shop.example.com", "path_prefix": "/api"},
+                        {"service": "db", "host": "db.localhost", "path_prefix": "/"}],
+             "gateways": [{"node": "a", "listen": "127.0.0.1:8000"}, {"node": "b", "listen": "0.0.0.0:8000"},
+                          {"node": "c", "listen": "0.0.0.0:80"}]}
+    assert service_urls(table, "web") == ["http://web.localhost:8000/", "http://shop.example.com:8000/api"]
+    assert service_urls({**table, "gateways": [{"node": "c", "listen": "0.0.0.0:80"}]}, "db") == ["http://db.localhost/"]
+    assert service_urls({**table, "gateways": []}, "db") == ["http://db.localhost/"]
+    assert service_urls(table, "nope") == []
+    text = describe_service_text(SVC, [], [], ["http://web.localhost:8000/"])
+    assert "URL:" in text and "http://web.localhost:8000/" in text
