@@ -24,6 +24,7 @@ from pathlib import Path
 from tests.docs.examples import Block, point_at
 
 DOCS_URL = "http://127.0.0.1:8080"
+DOCS_GATEWAY = "localhost:8000"  # the gateway `make run` starts: web.localhost:8000, 127.0.0.1:8000 below
 BLOCK_TIMEOUT = 300.0
 
 CURL_SHIM = r"""#!/usr/bin/env bash
@@ -57,8 +58,8 @@ class Outcome:
 class Session:
     """One bash process for the blocks of one page."""
 
-    def __init__(self, work: Path, env: dict[str, str], url: str):
-        self.work, self.url = work, url
+    def __init__(self, work: Path, env: dict[str, str], url: str, gateway: str = DOCS_GATEWAY):
+        self.work, self.url, self.gateway = work, url, gateway
         self.dir = work.parent / "blocks"
         self.dir.mkdir(exist_ok=True)
         shim_dir = work.parent / "shims"
@@ -85,7 +86,10 @@ class Session:
         self.n += 1
         base = self.dir / f"{self.n:02d}"
         script, out, rc_file, curl_log = (base.with_suffix(s) for s in (".sh", ".out", ".rc", ".curl"))
-        script.write_text(point_at(block.code, DOCS_URL, self.url) + "\n")
+        code = point_at(block.code, DOCS_URL, self.url)
+        code = point_at(point_at(code, DOCS_GATEWAY, self.gateway), "127.0.0.1:8000",
+                        self.gateway.replace("localhost", "127.0.0.1"))
+        script.write_text(code + "\n")
         curl_log.touch()
         started = time.monotonic()
         if self.p.poll() is None:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.docs.examples import ROOT, blocks, pages
 from tests.docs.runner import DOCS_URL, Session, report
-from tests.harness import ADMIN, JOIN, Cluster
+from tests.harness import ADMIN, JOIN, Cluster, free_port
 from tests.integration.conftest import engine  # noqa: F401 - the fixture: fails (never skips) without Docker
 
 pytestmark = pytest.mark.integration
@@ -63,9 +63,10 @@ def test_page_examples(page: Path, engine, tmp_path: Path) -> None:  # noqa: F81
     try:
         cluster.start_server()
         # labels the placement examples of docs/cluster.md select on
-        cluster.start_agent("a", "--label", "zone=a", "--label", "disk=ssd")
+        gateway = free_port()  # stands in for make run's 127.0.0.1:8000 (runner.DOCS_GATEWAY)
+        cluster.start_agent("a", "--label", "zone=a", "--label", "disk=ssd", "--gateway-listen", f"127.0.0.1:{gateway}")
         work, env = _workdir(tmp_path, cluster.url)
-        session = Session(work, env, cluster.url)
+        session = Session(work, env, cluster.url, f"localhost:{gateway}")
         ran = []
         for block in page_blocks:
             outcome = session.run(block)
