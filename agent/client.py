@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from agent.types import Assignment
+from orchestrator import protocol
 
 log = logging.getLogger("dockyard.agent")
 RETRY_STATUSES = (502, 503, 504)
@@ -98,7 +99,7 @@ class SyncClient:
         # a server that stopped answering (paused, its host gone silent) must not hold the long
         # poll for long: it answers within `wait` seconds, or the next server is asked
         r = self._post("poll" if wait > 0 else "push", "/v1/agent/sync",
-                       {"known": known, "wait": wait, "report": report, "routes_known": self.routes_known},
+                       protocol.sync_request(known, wait, report, self.routes_known),
                        headers={"Authorization": f"Bearer {self.credential}"},
                        timeout=httpx.Timeout(REQUEST_TIMEOUT.connect, read=wait + ANSWER_MARGIN))
         if r.status_code == 401:

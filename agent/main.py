@@ -24,6 +24,7 @@ from agent.client import AuthLost, SyncClient
 from agent.driver import DockerDriver, DriverError
 from agent.health import Check, Prober
 from agent.types import Assignment, Observed
+from orchestrator import protocol
 
 log = logging.getLogger("dockyard.agent")
 FULL_REPORT_EVERY = 10.0  # seconds: re-send an unchanged report now and then (level-triggered)
@@ -106,14 +107,14 @@ class Agent:
                 # the node's current credential, if we have one: the server lets only it re-join a
                 # node that is alive (orchestrator/join.py)
                 credential = self.client.credential or identity.load(self.cfg.state_dir, self.cfg.node_name)
-                out = self.client.join({
-                    "join_token": self.cfg.join_token, "node_name": self.cfg.node_name, "address": self.cfg.address,
-                    "labels": self.cfg.labels, "cpus": self.cfg.cpus or info["cpus"],
-                    "memory": self.cfg.memory or info["memory"], "agent_version": _version(),
-                    "engine_version": info["engine_version"], "agent_url": self.agent_url,
-                    "credential": credential, "agent_cert": self.tls.pem if self.tls else "",
-                    "gateway": "%s:%d" % self.gateway.address if self.gateway is not None else "",
-                })
+                out = self.client.join(protocol.join_request(
+                    join_token=self.cfg.join_token, node_name=self.cfg.node_name, address=self.cfg.address,
+                    labels=self.cfg.labels, cpus=self.cfg.cpus or info["cpus"],
+                    memory=self.cfg.memory or info["memory"], agent_version=_version(),
+                    engine_version=info["engine_version"], agent_url=self.agent_url,
+                    credential=credential, agent_cert=self.tls.pem if self.tls else "",
+                    gateway="%s:%d" % self.gateway.address if self.gateway is not None else "",
+                ))
                 if out["credential"] != credential:
                     identity.save(self.cfg.state_dir, self.cfg.node_name, out["credential"])
                 self.heartbeat = out.get("heartbeat_interval", 1.0)
@@ -191,15 +192,15 @@ class Agent:
             a = assigned.get(o.instance_id)
             policy = ((a.spec.get("restart") or {}).get("policy", "always")) if a else "always"
             state, healthy = d.report_state(o, policy)
-            items.append({"instance_id": o.instance_id, "container_id": o.container_id, "state": state,
-                          "healthy": healthy, "exit_code": o.exit_code, "host_ports": o.host_ports,
-                          "restart_count": self.restarts.get(o.instance_id, d.RestartInfo()).count,
-                          "error": o.error or ""})
+            items.append(protocol.report_item(
+                o.instance_id, state, container_id=o.container_id, healthy=healthy, exit_code=o.exit_code,
+                host_ports=o.host_ports, restart_count=self.restarts.get(o.instance_id, d.RestartInfo()).count,
+                error=o.error or ""))
         seen = {o.instance_id for o in observed}
         for iid, err in self.errors.items():
             if iid not in seen and iid in assigned:
-                items.append({"instance_id": iid, "state": "failed", "error": err,
-                              "restart_count": self.restarts.get(iid, d.RestartInfo()).count})
+                items.append(protocol.report_item(iid, "failed", error=err,
+                                                  restart_count=self.restarts.get(iid, d.RestartInfo()).count))
         return sorted(items, key=lambda i: i["instance_id"])
 
     # -- local side ----------------------------------------------------------------

@@ -13,7 +13,6 @@ from typing import Any, NamedTuple
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
@@ -25,74 +24,9 @@ from orchestrator.coord import lease
 from orchestrator.errors import Conflict
 from orchestrator.events import record
 from orchestrator.models import Event, Instance, Node
-from orchestrator.spec import dns_label
+from orchestrator.protocol import JoinIn, ReportItem, SyncIn, SyncOut
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"], route_class=YamlRoute)
-
-
-class JoinIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    join_token: str = Field(max_length=256)
-    node_name: str
-    address: str = Field(default="", max_length=255)
-    agent_url: str = Field(default="", max_length=255)
-    gateway: str = Field(default="", max_length=255, description="host:port where the node's gateway listens ('' = none)")
-    labels: dict[str, str] = Field(default_factory=dict, max_length=256)
-    cpus: float = Field(default=0.0, ge=0)
-    memory: int = Field(default=0, ge=0)
-    agent_version: str = Field(default="", max_length=64)
-    engine_version: str = Field(default="", max_length=64)
-    credential: str | None = Field(default=None, max_length=256, description="the node's current credential, "
-                                   "if the agent has one: needed to re-join a node that is alive (orchestrator/join.py)")
-    agent_cert: str = Field(default="", max_length=16384, description="PEM certificate of the agent's HTTPS API: "
-                            "the server pins it when calling the agent (logs)")
-
-    @field_validator("node_name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        return dns_label(v)
-
-
-class ReportItem(BaseModel):
-    instance_id: str = Field(max_length=32)
-    container_id: str | None = Field(default=None, max_length=80)
-    state: str = Field(max_length=16)  # starting | running | exited | failed
-    healthy: bool | None = None
-    exit_code: int | None = None
-    host_ports: list[dict[str, Any]] = Field(default_factory=list)
-    restart_count: int = Field(default=0, ge=0)
-    error: str = Field(default="", max_length=4096)
-
-
-class SyncIn(BaseModel):
-    known: str | None = Field(default=None, description="the generation the agent already has")
-    wait: float = Field(default=0.0, ge=0, le=60)
-    report: list[ReportItem] | None = Field(default=None, description="every dockyard container on the node; null = no report")
-    routes_known: str | None = Field(default=None, max_length=64, description="the routing-table version the "
-                                     "agent's gateway has ('' for none yet); null: the agent runs no gateway")
-
-
-class Assignment(BaseModel):
-    instance_id: str
-    service: str
-    slot: int
-    revision: int
-    spec: dict[str, Any]
-    restart_count: int
-
-
-class SyncOut(BaseModel):
-    node: str
-    generation: str
-    assignments: list[Assignment] | None = Field(
-        description="every instance the node should run; null when unchanged since `known`")
-    epoch: int | None = Field(default=None, description="the leader epoch the assignments were read under; "
-                              "an agent ignores assignments older than the newest epoch it has seen")
-    heartbeat_interval: float
-    routes: list[dict[str, Any]] | None = Field(
-        default=None, description="the gateways' routing table (docs/gateway.md); null when unchanged since "
-        "`routes_known`, or when the agent sent no `routes_known`")
-    routes_version: str | None = None
 
 
 @router.post("/join", responses={409: {"description": "the name belongs to a node that is alive"}})

@@ -1,0 +1,107 @@
+"""The agent protocol's wire shapes, one module for both sides.
+
+The server validates what agents send with these models (orchestrator/api/agent.py); the
+agent builds what it sends with them (agent/client.py, agent/main.py), so a field renamed or
+bounded on one side is renamed or bounded on the other. Answers are read by the agent as
+plain JSON: validating every assignment's spec again would cost a busy agent more than the
+rest of the sync (the server built them from validated revisions).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from orchestrator.spec import dns_label
+
+ERROR_MAX = 4096  # characters of an instance's last error that travel (the rest is cut)
+
+
+class JoinIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    join_token: str = Field(max_length=256)
+    node_name: str
+    address: str = Field(default="", max_length=255)
+    agent_url: str = Field(default="", max_length=255)
+    gateway: str = Field(default="", max_length=255, description="host:port where the node's gateway listens ('' = none)")
+    labels: dict[str, str] = Field(default_factory=dict, max_length=256)
+    cpus: float = Field(default=0.0, ge=0)
+    memory: int = Field(default=0, ge=0)
+    agent_version: str = Field(default="", max_length=64)
+    engine_version: str = Field(default="", max_length=64)
+    credential: str | None = Field(default=None, max_length=256, description="the node's current credential, "
+                                   "if the agent has one: needed to re-join a node that is alive (orchestrator/join.py)")
+    agent_cert: str = Field(default="", max_length=16384, description="PEM certificate of the agent's HTTPS API: "
+                            "the server pins it when calling the agent (logs)")
+
+    @field_validator("node_name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return dns_label(v)
+
+
+class ReportItem(BaseModel):
+    instance_id: str = Field(max_length=32)
+    container_id: str | None = Field(default=None, max_length=80)
+    state: str = Field(max_length=16)  # starting | running | exited | failed
+    healthy: bool | None = None
+    exit_code: int | None = None
+    host_ports: list[dict[str, Any]] = Field(default_factory=list)
+    restart_count: int = Field(default=0, ge=0)
+    error: str = Field(default="", max_length=ERROR_MAX)
+
+
+class SyncIn(BaseModel):
+    known: str | None = Field(default=None, description="the generation the agent already has")
+    wait: float = Field(default=0.0, ge=0, le=60)
+    report: list[ReportItem] | None = Field(default=None, description="every dockyard container on the node; null = no report")
+    routes_known: str | None = Field(default=None, max_length=64, description="the routing-table version the "
+                                     "agent's gateway has ('' for none yet); null: the agent runs no gateway")
+
+
+class Assignment(BaseModel):
+    instance_id: str
+    service: str
+    slot: int
+    revision: int
+    spec: dict[str, Any]
+    restart_count: int
+
+
+class SyncOut(BaseModel):
+    node: str
+    generation: str
+    assignments: list[Assignment] | None = Field(
+        description="every instance the node should run; null when unchanged since `known`")
+    epoch: int | None = Field(default=None, description="the leader epoch the assignments were read under; "
+                              "an agent ignores assignments older than the newest epoch it has seen")
+    heartbeat_interval: float
+    routes: list[dict[str, Any]] | None = Field(
+        default=None, description="the gateways' routing table (docs/gateway.md); null when unchanged since "
+        "`routes_known`, or when the agent sent no `routes_known`")
+    routes_version: str | None = None
+
+
+def report_item(instance_id: str, state: str, *, container_id: str | None = None, healthy: bool | None = None,
+                exit_code: int | None = None, host_ports: list[dict[str, Any]] | None = None,
+                restart_count: int = 0, error: str = "") -> dict[str, Any]:
+    """One entry of an agent's report, as the server accepts it (a long Docker error is cut
+    to ERROR_MAX characters instead of making the server refuse the whole report)."""
+    if len(error) > ERROR_MAX:
+        error = error[:ERROR_MAX - 1] + "…"
+    return ReportItem(instance_id=instance_id, container_id=container_id, state=state, healthy=healthy,
+                      exit_code=exit_code, host_ports=host_ports or [], restart_count=restart_count,
+                      error=error).model_dump()
+
+
+def sync_request(known: str | None, wait: float, report: list[dict[str, Any]] | None,
+                 routes_known: str | None) -> dict[str, Any]:
+    """The body of POST /v1/agent/sync (report items from report_item, already checked)."""
+    body = SyncIn(known=known, wait=min(max(wait, 0.0), 60.0), routes_known=routes_known).model_dump()
+    body["report"] = report  # not validated again: thousands of items on a busy node
+    return body
+
+
+def join_request(**fields: Any) -> dict[str, Any]:
+    """The body of POST /v1/agent/join, validated as the server will (a bad node name fails here)."""
+    return JoinIn(**fields).model_dump()
