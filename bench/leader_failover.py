@@ -3,19 +3,27 @@
 Run: .venv/bin/python bench/leader_failover.py                 (3 servers, lease TTL 5 s, 5 runs each)
      .venv/bin/python bench/leader_failover.py --runs 3 --lease-ttl 3
 
-Starts a throw-away PostgreSQL (scripts/start-postgres.sh), 3 real servers and one real
-agent on the local engine, and a service. Then, per run, it stops the leader — SIGKILL
+Uses a fresh database on the PostgreSQL server of DOCKYARD_TEST_POSTGRES (or --postgres-url)
+when one is given, else starts a throw-away one (scripts/start-postgres.sh); then 3 real
+servers and one real agent on the local engine, and a service. Then, per run, it stops the leader — SIGKILL
 (a crash) or SIGTERM (a clean stop, which gives the lease back) — and at the same instant
 asks a surviving server to scale the service up by one, and measures:
   - takeover:    until a surviving server says it leads (GET /v1/cluster),
   - first pass:  until that server has finished a reconcile pass as leader,
   - placed:      until the new replica's container runs (the scale needs a leader to place it).
+After each run, once the scale has settled (--settle seconds), it counts the service's running
+containers per instance label and per (revision, slot):
+  - duplicates:  containers beyond the first for one instance, or live instances beyond the
+                 first for one (revision, slot),
+  - lost:        containers that ran before the stop and no longer run, plus replicas missing
+                 from the wanted count.
 Side by side: one server on SQLite killed and restarted by hand (a supervisor's restart),
 measured the same way. Prints figures only; asserts nothing; removes what it started.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import statistics
@@ -24,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ROOT  # noqa: F401  (puts the repo on sys.path)
+from _common import ROOT, loadavg, print_machine  # noqa: F401  (puts the repo on sys.path)
 
 import httpx  # noqa: E402
 
@@ -43,11 +51,33 @@ def poll(pred, timeout: float = 60.0) -> float:  # type: ignore[no-untyped-def]
     raise SystemExit("timed out")
 
 
-def ha_run(c: HACluster, sig: int, replicas: int) -> tuple[dict[str, float], int]:
+def integrity(c: Cluster, want: int, before: set[str], settle: float) -> dict[str, float]:
+    """Duplicates and lost containers of the service `bench`, `settle` seconds after the scale
+    was seen placed: containers per instance label, live instances per (revision, slot)."""
+    time.sleep(settle)
+    cs = c.containers("bench")
+    per_instance: dict[str, int] = {}
+    per_slot: dict[tuple[str, str], int] = {}
+    for x in cs:
+        per_instance[x.labels.get("dockyard.instance", "?")] = per_instance.get(x.labels.get("dockyard.instance", "?"), 0) + 1
+        key = (x.labels.get("dockyard.revision", "?"), x.labels.get("dockyard.slot", "?"))
+        per_slot[key] = per_slot.get(key, 0) + 1
+    dup = sum(n - 1 for n in per_instance.values()) + sum(n - 1 for n in per_slot.values())
+    ids = {x.id for x in cs}
+    lost = len(before - ids) + max(0, want - len(per_instance))
+    api = c.instances("bench")  # what the database wants running
+    if len(api) != want or len(cs) != want:
+        print(f"    ! after the scale: {len(cs)} containers running, {len(api)} instances wanted running in the "
+              f"database, {want} asked for", flush=True)
+    return {"duplicates": dup, "lost": lost}
+
+
+def ha_run(c: HACluster, sig: int, replicas: int, settle: float) -> tuple[dict[str, float], int]:
     first = c.wait_leader()
     survivors = [i for i in c.alive() if i != first]
     before = {i: c.cluster_state(i)["passes"] for i in survivors}
     c.use(survivors[0])
+    ids_before = {x.id for x in c.containers("bench")}
     t0 = time.perf_counter()
     c.servers[first].send(sig)  # type: ignore[union-attr]
     c.api.post("/v1/services/bench/scale", json={"replicas": replicas + 1}).raise_for_status()
@@ -63,30 +93,64 @@ def ha_run(c: HACluster, sig: int, replicas: int) -> tuple[dict[str, float], int
     t_lead = poll(leads) - t0
     new = box[-1]
     t_pass = poll(lambda: c.cluster_state(new)["passes"] > before[new]) - t0
-    t_run = poll(lambda: len(c.containers("bench")) == replicas + 1) - t0
+    t_run = poll(lambda: len(c.containers("bench")) >= replicas + 1) - t0
+    checks = integrity(c, replicas + 1, ids_before, settle)
     c.servers[first].p.wait(15)  # type: ignore[union-attr]
     # back to the start: the stopped server again, the service at `replicas`
     c.start_server(first)
     c.api.post("/v1/services/bench/scale", json={"replicas": replicas}).raise_for_status()
     wait_for(lambda: len(c.containers("bench", running_only=False)) == replicas, 60, what="scaled back")
-    return {"takeover": t_lead, "first pass": t_pass, "placed": t_run}, new
+    return {"takeover": t_lead, "first pass": t_pass, "placed": t_run, **checks}, new
 
 
-def single_run(c: Cluster, replicas: int) -> dict[str, float]:
+def single_run(c: Cluster, replicas: int, settle: float) -> dict[str, float]:
+    ids_before = {x.id for x in c.containers("bench")}
     t0 = time.perf_counter()
     c.stop_server(signal.SIGKILL)
     c.server.start()  # type: ignore[union-attr]  # what a supervisor (systemd, docker restart) does
     t_up = poll(lambda: httpx.get(f"{c.url}/readyz", timeout=1).status_code == 200) - t0
     c.api.post("/v1/services/bench/scale", json={"replicas": replicas + 1}).raise_for_status()
-    t_run = poll(lambda: len(c.containers("bench")) == replicas + 1) - t0
+    t_run = poll(lambda: len(c.containers("bench")) >= replicas + 1) - t0
+    checks = integrity(c, replicas + 1, ids_before, settle)
     c.api.post("/v1/services/bench/scale", json={"replicas": replicas}).raise_for_status()
     wait_for(lambda: len(c.containers("bench", running_only=False)) == replicas, 60, what="scaled back")
-    return {"ready": t_up, "placed": t_run}
+    return {"ready": t_up, "placed": t_run, **checks}
+
+
+COUNTS = ("duplicates", "lost")
+
+
+def line(m: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f}" if k in COUNTS else f"{k} {v:.2f} s" for k, v in m.items())
 
 
 def summary(rows: list[dict[str, float]]) -> str:
-    return ", ".join(f"{k} median {statistics.median(r[k] for r in rows):.2f} s "
-                     f"(min {min(r[k] for r in rows):.2f}, max {max(r[k] for r in rows):.2f})" for k in rows[0])
+    times = ", ".join(f"{k} median {statistics.median(r[k] for r in rows):.2f} s "
+                      f"(min {min(r[k] for r in rows):.2f}, max {max(r[k] for r in rows):.2f})"
+                      for k in rows[0] if k not in COUNTS)
+    counts = ", ".join(f"{k} {sum(r[k] for r in rows):.0f} in all" for k in COUNTS)
+    return f"{times}; {counts} ({len(rows)} runs)"
+
+
+def postgres(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """(URL of an empty database, cleanup): a fresh database on a given server, or a server of our own."""
+    if args.postgres_url:
+        os.environ["DOCKYARD_TEST_POSTGRES"] = args.postgres_url
+        from tests.pg import drop_database, fresh_database
+
+        url = fresh_database()
+        return url, lambda: drop_database(url)
+    pg_dir = Path(tempfile.mkdtemp(prefix="dockyard-pg-")) / "data"
+    url = subprocess.run([str(ROOT / "scripts" / "start-postgres.sh"), str(pg_dir), str(free_port())],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    pg_bin = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+
+    def stop() -> None:
+        subprocess.run(["su", "postgres", "-s", "/bin/sh", "-c", f"{pg_bin} -D {pg_dir} -m immediate stop"],
+                       capture_output=True)
+        shutil.rmtree(pg_dir.parent, ignore_errors=True)
+
+    return url, stop
 
 
 def main() -> None:
@@ -94,12 +158,16 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--lease-ttl", type=float, default=5.0)
     ap.add_argument("--replicas", type=int, default=3)
+    ap.add_argument("--settle", type=float, default=2.0,
+                    help="seconds after the scale is placed before counting duplicates and lost containers")
+    ap.add_argument("--postgres-url", default=os.environ.get("DOCKYARD_TEST_POSTGRES"),
+                    help="a PostgreSQL server to make a fresh database in (default: $DOCKYARD_TEST_POSTGRES; "
+                         "without one a throw-away server is started)")
+    ap.add_argument("--keep-logs", action="store_true", help="keep the servers' and agents' logs (printed path)")
     args = ap.parse_args()
+    print_machine(f"leader_failover: 3 servers on PostgreSQL vs 1 on SQLite, {args.runs} runs each")
     tmp = Path(tempfile.mkdtemp(prefix="dockyard-leader-"))
-    pg_dir = Path(tempfile.mkdtemp(prefix="dockyard-pg-")) / "data"
-    url = subprocess.run([str(ROOT / "scripts" / "start-postgres.sh"), str(pg_dir), str(free_port())],
-                         check=True, capture_output=True, text=True).stdout.strip()
-    pg_bin = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))[-1]
+    url, stop_pg = postgres(args)
     try:
         c = HACluster(tmp / "ha", url, servers=3, env={"DOCKYARD_LEASE_TTL": str(args.lease_ttl)})
         (tmp / "ha").mkdir()
@@ -113,10 +181,10 @@ def main() -> None:
             for name, sig in (("kill -9 of the leader", signal.SIGKILL), ("clean stop of the leader", signal.SIGTERM)):
                 rows = []
                 for n in range(args.runs):
-                    m, _ = ha_run(c, sig, args.replicas)
+                    m, new = ha_run(c, sig, args.replicas, args.settle)
                     rows.append(m)
-                    print(f"  {name}, run {n + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in m.items()))
-                print(f"{name}: {summary(rows)}")
+                    print(f"  {name}, run {n + 1}: {line(m)} (new leader: server {new})", flush=True)
+                print(f"{name}: {summary(rows)}", flush=True)
         finally:
             c.close()
         s = Cluster(tmp / "single")
@@ -126,17 +194,18 @@ def main() -> None:
             s.start_agent("a")
             s.put("bench", replicas=args.replicas).raise_for_status()
             s.wait_running("bench", args.replicas)
-            rows = [single_run(s, args.replicas) for _ in range(args.runs)]
-            for n, m in enumerate(rows):
-                print(f"  one server on SQLite, kill -9 + restart, run {n + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in m.items()))
+            rows = []
+            for n in range(args.runs):
+                rows.append(single_run(s, args.replicas, args.settle))
+                print(f"  one server on SQLite, kill -9 + restart, run {n + 1}: {line(rows[-1])}", flush=True)
             print(f"one server on SQLite, kill -9 + immediate restart: {summary(rows)}")
         finally:
             s.close()
     finally:
-        subprocess.run(["su", "postgres", "-s", "/bin/sh", "-c", f"{pg_bin} -D {pg_dir} -m immediate stop"],
-                       capture_output=True)
-        shutil.rmtree(pg_dir.parent, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_pg()
+        print(f"# load average at the end: {loadavg()}" + (f"; logs in {tmp}" if args.keep_logs else ""))
+        if not args.keep_logs:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

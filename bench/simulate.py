@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python bench/simulate.py                               # 1,000 agents, 10,000 instances (~2 min)
       .venv/bin/python bench/simulate.py --agents 100 --instances 1000 # a quick run
+      .venv/bin/python bench/simulate.py --servers 2 --postgres-url $DOCKYARD_TEST_POSTGRES  # 2 servers, PostgreSQL
 
 A real `dockyard server` process (SQLite, default settings) on 127.0.0.1; in this process,
 N fake agents speak the real agent protocol over HTTP/1.1 keep-alive connections (join,
@@ -9,6 +10,10 @@ then sync: long poll + reports), through a minimal asyncio client that costs lit
 assigned instance "starts" at once and is reported running. Like the real agent, each one
 long-polls with the heartbeat interval the server hands out, reports when what runs
 changes, and re-sends an unchanged report every 10 s on its long poll.
+With --postgres-url (a PostgreSQL server: a fresh database is made on it and dropped
+afterwards) and --servers N, N real servers share that database; agent i talks to server
+i mod N and the API load goes round-robin over the servers (a load balancer). Server CPU is
+the sum over the servers, RSS is per server, stalls are summed over their /metrics.
 
 Phases and figures:
   join        N agents join
@@ -40,7 +45,7 @@ from _common import cpu_seconds, loadavg, percentile, print_machine, rss_mb  # n
 
 import httpx  # noqa: E402  (the placement PUTs)
 
-from tests.harness import ADMIN, IMAGE, JOIN, Cluster  # noqa: E402
+from tests.harness import ADMIN, IMAGE, JOIN, Cluster, HACluster  # noqa: E402
 
 FULL_REPORT_EVERY = 10.0  # as agent/main.py
 GiB = 1024**3
@@ -247,17 +252,18 @@ def spec(replicas: int) -> dict:
             "resources": {"cpus": 0.01, "memory": "16Mi"}}
 
 
-async def api_load(url: str, names: list[str], rate: float, seconds: float, replicas: int) -> dict[str, list[float]]:
-    """Open loop: request i leaves at start + i / rate whatever the earlier ones are doing."""
+async def api_load(urls: list[str], names: list[str], rate: float, seconds: float, replicas: int) -> dict[str, list[float]]:
+    """Open loop: request i leaves at start + i / rate whatever the earlier ones are doing;
+    the requests go round-robin over the servers, a GET and a PUT to each in turn."""
     lat: dict[str, list[float]] = {"GET": [], "PUT": []}
     errors = 0
-    host, port = url.rsplit("/", 1)[1].split(":")
-    idle: list[Conn] = []  # a request takes an idle connection or opens one, like a client pool
+    pools: list[tuple[str, str, list[Conn]]] = [(*u.rsplit("/", 1)[1].split(":"), []) for u in urls]  # type: ignore[misc]
 
     async def one(i: int) -> None:
         nonlocal errors
         name = names[i % len(names)]
         method = "GET" if i % 2 == 0 else "PUT"
+        host, port, idle = pools[(i // 2) % len(pools)]  # an idle connection to that server, or a new one
         c = idle.pop() if idle else Conn(host, int(port), {"Authorization": f"Bearer {ADMIN}"})
         t0 = time.perf_counter()
         try:
@@ -279,17 +285,18 @@ async def api_load(url: str, names: list[str], rate: float, seconds: float, repl
             await asyncio.sleep(delay)
         tasks.append(asyncio.get_running_loop().create_task(one(i)))
     await asyncio.wait_for(asyncio.gather(*tasks), 120)
-    for c in idle:
-        c.close()
+    for _, _, idle in pools:
+        for c in idle:
+            c.close()
     if errors:
         print(f"  api: {errors} request(s) failed")
     return lat
 
 
-async def stalls(api: httpx.AsyncClient) -> dict[str, float]:
-    """Counters from the server's /metrics that explain latency tails: GC pauses over 50 ms
-    (and their total), reconcile passes (count, total seconds)."""
-    text = (await api.get("/metrics")).text
+async def stalls(api: httpx.AsyncClient, urls: list[str]) -> dict[str, float]:
+    """Counters from the servers' /metrics (summed) that explain latency tails: GC pauses over
+    50 ms (and their total), reconcile passes (count, total seconds)."""
+    text = "\n".join([(await api.get(f"{u}/metrics")).text for u in urls])
     out = collections.Counter()
     for line in text.splitlines():
         if line.startswith("dockyard_gc_pause_seconds_count"):
@@ -310,7 +317,7 @@ async def stalls(api: httpx.AsyncClient) -> dict[str, float]:
 
 
 def stall_row(before: dict[str, float], after: dict[str, float]) -> tuple[str, str, str]:
-    d = {k: after[k] - before.get(k, 0.0) for k in after}
+    d = collections.Counter({k: after[k] - before.get(k, 0.0) for k in after})  # a short run may see no GC at all
     passes = d["passes"]
     return ("  server stalls: full reconcile passes; GC pauses > 50 ms",
             f"{passes:.0f} passes, {d['pass_seconds'] / passes * 1000 if passes else 0:.0f} ms each; "
@@ -325,10 +332,21 @@ def ms(x: float) -> str:
 
 async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
-    pid = cluster.server.p.pid  # type: ignore[union-attr]
+    if isinstance(cluster, HACluster):
+        pids = [p.p.pid for p in cluster.servers]  # type: ignore[union-attr]
+        ports, urls = cluster.ports, cluster.urls
+    else:
+        pids, ports, urls = [cluster.server.p.pid], [cluster.port], [cluster.url]  # type: ignore[union-attr]
+
+    def cpu_seconds_all() -> float:
+        return sum(cpu_seconds(p) for p in pids)
+
+    def rss() -> str:
+        return " + ".join(f"{rss_mb(p):.0f}" for p in pids) + " MiB"
+
     stats, stop = Stats(), asyncio.Event()
-    agents = [FakeAgent(f"sim-{i:04d}", "127.0.0.1", cluster.port, stats, stop) for i in range(args.agents)]
-    rows.append(("server RSS idle, no nodes", f"{rss_mb(pid):.0f} MiB", "target <= 150 MiB"))
+    agents = [FakeAgent(f"sim-{i:04d}", "127.0.0.1", ports[i % len(ports)], stats, stop) for i in range(args.agents)]
+    rows.append(("server RSS idle, no nodes", rss(), "target <= 150 MiB"))
 
     # -- join
     t0 = time.monotonic()
@@ -346,11 +364,11 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
         await asyncio.sleep(0.2)  # every agent got its first (empty) answer
     await asyncio.sleep(2.0)
     stats.recording = True
-    cpu0, w0 = cpu_seconds(pid), time.monotonic()
+    cpu0, w0 = cpu_seconds_all(), time.monotonic()
     await asyncio.sleep(5.0)
     stats.recording = False
-    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - w0)
-    rows.append((f"server RSS, {args.agents} nodes, no instances", f"{rss_mb(pid):.0f} MiB", ""))
+    cpu = (cpu_seconds_all() - cpu0) / (time.monotonic() - w0)
+    rows.append((f"server RSS, {args.agents} nodes, no instances", rss(), ""))
     rows.append((f"server CPU, {args.agents} nodes syncing, no instances", f"{cpu * 100:.0f}% of a core",
                  f"{len(stats.poll_excess) / 5:.0f} syncs/s, p99 {ms(percentile(stats.poll_excess, 99))} past the wait"))
     print(f"  joined: {rows[-1]}", flush=True)
@@ -361,7 +379,7 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     total = services * args.replicas
     api = httpx.AsyncClient(base_url=cluster.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=120)
     put_sem = asyncio.Semaphore(8)
-    cpu0 = cpu_seconds(pid)
+    cpu0 = cpu_seconds_all()
     t0 = time.monotonic()
 
     async def put(name: str) -> None:
@@ -379,7 +397,7 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
                  "timeout" if t_assigned is None else f"{t_put + t_assigned:.2f} s", "target <= 5 s (10,000 on 1,000)"))
     rows.append(("... and their running reports acknowledged",
                  "timeout" if t_acked is None else f"{t_all:.2f} s", ""))
-    rows.append(("server CPU during placement", f"{cpu_seconds(pid) - cpu0:.1f} s", ""))
+    rows.append(("server CPU during placement", f"{cpu_seconds_all() - cpu0:.1f} s", ""))
     print(f"  placement done: assigned {stats.assigned}/{total}, acked {stats.acked}/{total} (load {loadavg()})",
           flush=True)
 
@@ -391,11 +409,11 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     stats.poll_excess.clear()
     stats.report_rtt.clear()
     stats.recording = True
-    cpu0, w0, before = cpu_seconds(pid), time.monotonic(), await stalls(api)
+    cpu0, w0, before = cpu_seconds_all(), time.monotonic(), await stalls(api, urls)
     await asyncio.sleep(args.steady_seconds)
-    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - w0)
+    cpu = (cpu_seconds_all() - cpu0) / (time.monotonic() - w0)
     stats.recording = False
-    after = await stalls(api)
+    after = await stalls(api, urls)
     syncs = stats.poll_excess + stats.report_rtt
     rows.append((f"sync latency p50 / p99 ({len(syncs)} syncs in {args.steady_seconds:.0f} s)",
                  f"{ms(percentile(syncs, 50))} / {ms(percentile(syncs, 99))}", "target p99 <= 100 ms"))
@@ -406,13 +424,13 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
                      f"{ms(percentile(stats.report_rtt, 50))} / {ms(percentile(stats.report_rtt, 99))}", ""))
     rows.append(stall_row(before, after))
     rows.append(("server CPU, steady state", f"{cpu * 100:.0f}% of a core", ""))
-    rows.append((f"server RSS, {args.agents} nodes, {total} instances", f"{rss_mb(pid):.0f} MiB", ""))
+    rows.append((f"server RSS, {args.agents} nodes, {total} instances", rss(), ""))
 
     # -- API
-    cpu0, w0, before = cpu_seconds(pid), time.monotonic(), await stalls(api)
-    lat = await api_load(cluster.url, names, args.api_rate, args.api_seconds, args.replicas)
-    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - w0)
-    after = await stalls(api)
+    cpu0, w0, before = cpu_seconds_all(), time.monotonic(), await stalls(api, urls)
+    lat = await api_load(urls, names, args.api_rate, args.api_seconds, args.replicas)
+    cpu = (cpu_seconds_all() - cpu0) / (time.monotonic() - w0)
+    after = await stalls(api, urls)
     for m in ("GET", "PUT"):
         rows.append((f"API {m} /v1/services/{{name}} at {args.api_rate:g} req/s (mixed), p50 / p99",
                      f"{ms(percentile(lat[m], 50))} / {ms(percentile(lat[m], 99))}", "target p99 <= 50 ms"))
@@ -443,18 +461,41 @@ def main() -> int:
     ap.add_argument("--api-seconds", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--server-arg", action="append", default=[], help="extra `dockyard server` flag (repeatable)")
+    ap.add_argument("--postgres-url", help="a PostgreSQL server (e.g. $DOCKYARD_TEST_POSTGRES): the servers use a "
+                                           "fresh database on it, dropped afterwards (default: SQLite)")
+    ap.add_argument("--servers", type=int, default=1, help="servers sharing the database (needs --postgres-url)")
     args = ap.parse_args()
     random.seed(7)
+    if args.servers > 1 and not args.postgres_url:
+        ap.error("several servers need --postgres-url")
 
-    print_machine(f"simulate: 1 server, {args.agents} simulated agents, {args.instances} instances")
+    db = "PostgreSQL" if args.postgres_url else "SQLite"
+    print_machine(f"simulate: {args.servers} server(s) on {db}, {args.agents} simulated agents, {args.instances} instances")
     tmp = Path(tempfile.mkdtemp(prefix="dockyard-sim-"))
-    cluster = Cluster(tmp, server_args=args.server_arg)
+    drop = None
+    if args.postgres_url:
+        import os
+
+        os.environ["DOCKYARD_TEST_POSTGRES"] = args.postgres_url
+        from tests.pg import drop_database, fresh_database
+
+        url = fresh_database()
+        drop = lambda: drop_database(url)  # noqa: E731
+        cluster: Cluster = HACluster(tmp, url, servers=args.servers)
+        if args.server_arg:
+            ap.error("--server-arg is for one SQLite server")
+    else:
+        cluster = Cluster(tmp, server_args=args.server_arg)
     me0 = time.process_time()
     try:
         cluster.start_server()
+        if isinstance(cluster, HACluster):
+            cluster.wait_leader()
         rows = asyncio.run(run(args, cluster))
     finally:
         cluster.close()
+        if drop is not None:
+            drop()
     w = max(len(r[0]) for r in rows)
     print()
     print(f"| {'figure'.ljust(w)} | value | target |")
