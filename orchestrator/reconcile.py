@@ -22,7 +22,7 @@ from collections import defaultdict
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import func, select
+from sqlalchemy import Numeric, cast, func, select
 from sqlalchemy.orm import Session, load_only
 
 from orchestrator import gcpause, metrics
@@ -265,13 +265,18 @@ class Reconciler:
             return touched
 
     def _state(self, s: Session) -> tuple[tuple, list[tuple]]:
-        """(fingerprint of the desired and observed state, (node, status, last heartbeat) rows)."""
+        """(fingerprint of the desired and observed state, (node, status, last heartbeat) rows).
+
+        Rows are ordered: PostgreSQL returns them in physical order, which every update (the
+        heartbeat writes, once a second) shuffles, and an unordered fingerprint then changed
+        every second and made the leader run a full pass every second."""
         nodes = s.execute(select(Node.name, Node.status, Node.last_heartbeat, Node.availability,
-                                 Node.cpus, Node.memory, Node.labels)).all()
+                                 Node.cpus, Node.memory, Node.labels).order_by(Node.name)).all()
         services = s.execute(select(Service.name, Service.version, Service.revision, Service.replicas,
-                                    Service.rollout_phase, Service.status_message)).all()
-        # every change that matters to a pass sets updated_at (or adds / deletes a row)
-        instances = s.execute(select(func.count(Instance.id), func.sum(Instance.updated_at),
+                                    Service.rollout_phase, Service.status_message).order_by(Service.name)).all()
+        # every change that matters to a pass sets updated_at (or adds / deletes a row); summed
+        # exactly (NUMERIC): a float sum depends on the order rows come in, which moves on PostgreSQL
+        instances = s.execute(select(func.count(Instance.id), func.sum(cast(Instance.updated_at, Numeric)),
                                      func.sum(Instance.restart_count))).one()
         event = s.execute(select(func.max(Event.id))).scalar()
         fp = (hash(tuple((n[0], n[1], n[3], n[4], n[5], repr(n[6])) for n in nodes)),
