@@ -16,8 +16,9 @@ class Settings:
     join_token: str | None = None
     loop_interval: float = 1.0
     node_ttl: float = 5.0
-    # seconds a leader's lease lasts unrenewed (renewed about every second); DOCKYARD_LEASE_TTL
-    lease_ttl: float = field(default_factory=lambda: float(os.environ.get("DOCKYARD_LEASE_TTL") or 5.0))
+    # seconds a leader's lease lasts unrenewed (renewed about every second); --lease-ttl or
+    # DOCKYARD_LEASE_TTL. 4 s: a crash is taken over within about 4.25 s (coord/leader.py)
+    lease_ttl: float = field(default_factory=lambda: float(os.environ.get("DOCKYARD_LEASE_TTL") or 4.0))
     heartbeat_interval: float = 1.0
     history_limit: int = 10
     log_level: str = "info"

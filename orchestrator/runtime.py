@@ -113,7 +113,8 @@ def start(settings: Settings) -> State:
     hub = Hub(heartbeat_interval=settings.heartbeat_interval, coord=coord)
     me = server_id()
     loop = Reconciler(db, hub, interval=settings.loop_interval, node_ttl=settings.node_ttl)
-    elector = Elector(db, coord, me, ttl=settings.lease_ttl, on_elected=loop.elected, on_deposed=loop.deposed)
+    elector = Elector(db, coord, me, ttl=settings.lease_ttl, sole=not coord.shared,
+                      on_elected=loop.elected, on_deposed=loop.deposed)
     loop.elector = elector
     st = State(db, hub, loop, settings)
     st.elector, st.coord, st.server_id = elector, coord, me  # type: ignore[attr-defined]

@@ -36,6 +36,8 @@ AdminOpt = typer.Option(None, "--admin-token", envvar="DOCKYARD_ADMIN_TOKEN", he
 JoinOpt = typer.Option(None, "--join-token", envvar="DOCKYARD_JOIN_TOKEN", help="agents' join token (default: generated into DATA_DIR/join.token)")
 IntervalOpt = typer.Option(1.0, "--loop-interval", envvar="DOCKYARD_LOOP_INTERVAL", help="seconds between reconcile passes")
 TtlOpt = typer.Option(5.0, "--node-ttl", envvar="DOCKYARD_NODE_TTL", help="seconds of heartbeat silence before a node is down")
+LeaseOpt = typer.Option(4.0, "--lease-ttl", envvar="DOCKYARD_LEASE_TTL", min=0.5,
+                        help="seconds a leader's lease lasts unrenewed: a crashed leader is replaced about this soon")
 HbOpt = typer.Option(1.0, "--heartbeat-interval", envvar="DOCKYARD_HEARTBEAT_INTERVAL", help="seconds between agent heartbeats")
 HistOpt = typer.Option(10, "--history-limit", envvar="DOCKYARD_HISTORY_LIMIT", help="revisions kept per service")
 LogOpt = typer.Option("info", "--log-level", envvar="DOCKYARD_LOG_LEVEL")
@@ -75,9 +77,9 @@ def _ca(ca_file: Optional[Path]) -> object:
 
 
 def _settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
-              heartbeat_interval, history_limit, log_level) -> Settings:  # type: ignore[no-untyped-def]
+              heartbeat_interval, history_limit, log_level, lease_ttl=4.0) -> Settings:  # type: ignore[no-untyped-def]
     return Settings(host=host, port=port, data_dir=Path(data_dir), database_url=database_url, admin_token=admin_token,
-                    join_token=join_token, loop_interval=loop_interval, node_ttl=node_ttl,
+                    join_token=join_token, loop_interval=loop_interval, node_ttl=node_ttl, lease_ttl=lease_ttl,
                     heartbeat_interval=heartbeat_interval, history_limit=history_limit, log_level=log_level)
 
 
@@ -114,7 +116,7 @@ def _serve(settings: Settings, on_ready=None) -> None:  # type: ignore[no-untype
 def server(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, database_url: Optional[str] = DbOpt,
            admin_token: Optional[str] = AdminOpt, join_token: Optional[str] = JoinOpt, loop_interval: float = IntervalOpt,
            node_ttl: float = TtlOpt, heartbeat_interval: float = HbOpt, history_limit: int = HistOpt,
-           log_level: str = LogOpt, tls_cert: Optional[Path] = TlsCertOpt, tls_key: Optional[Path] = TlsKeyOpt,
+           lease_ttl: float = LeaseOpt, log_level: str = LogOpt, tls_cert: Optional[Path] = TlsCertOpt, tls_key: Optional[Path] = TlsKeyOpt,
            allow: list[str] = AllowOpt) -> None:
     """Run the Dockyard server (API + reconcile loop).
 
@@ -122,7 +124,7 @@ def server(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, d
     """
     _logging(log_level)
     _serve(_secure(_settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
-                             heartbeat_interval, history_limit, log_level), tls_cert, tls_key, allow))
+                             heartbeat_interval, history_limit, log_level, lease_ttl), tls_cert, tls_key, allow))
 
 
 def _parse_labels(labels: list[str]) -> dict[str, str]:
@@ -215,7 +217,7 @@ def up_banner(url: str, node_name: str, token_source: str, admin_file: Path, doc
 def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, database_url: Optional[str] = DbOpt,
        admin_token: Optional[str] = AdminOpt, join_token: Optional[str] = JoinOpt, loop_interval: float = IntervalOpt,
        node_ttl: float = TtlOpt, heartbeat_interval: float = HbOpt, history_limit: int = HistOpt,
-       node_name: str = typer.Option(socket.gethostname().lower(), "--node-name", envvar="DOCKYARD_NODE_NAME"),
+       lease_ttl: float = LeaseOpt, node_name: str = typer.Option(socket.gethostname().lower(), "--node-name", envvar="DOCKYARD_NODE_NAME"),
        log_level: str = LogOpt, tls_cert: Optional[Path] = TlsCertOpt, tls_key: Optional[Path] = TlsKeyOpt,
        allow: list[str] = AllowOpt, ca_file: Optional[Path] = CaOpt,
        gateway_listen: str = typer.Option("127.0.0.1:8000", "--gateway-listen", envvar="DOCKYARD_GATEWAY_LISTEN",
@@ -229,7 +231,7 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
 
     _logging(log_level)
     settings = _secure(_settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
-                                 heartbeat_interval, history_limit, log_level), tls_cert, tls_key, allow)
+                                 heartbeat_interval, history_limit, log_level, lease_ttl), tls_cert, tls_key, allow)
     scheme = "https" if tls_cert else "http"
     url = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     # the local agent trusts --ca-file, else the server's own (self-signed) certificate

@@ -19,14 +19,22 @@ from orchestrator.coord.lease import Lease
 
 log = logging.getLogger("dockyard.leader")
 
+RETRY_EVERY = 0.25
+
 
 class Elector:
-    def __init__(self, db, coord: Coordinator, holder: str, ttl: float = 5.0,  # type: ignore[no-untyped-def]
-                 renew_every: float | None = None,
+    def __init__(self, db, coord: Coordinator, holder: str, ttl: float = 4.0,  # type: ignore[no-untyped-def]
+                 renew_every: float | None = None, sole: bool = False,
                  on_elected: Callable[[int], None] | None = None,
                  on_deposed: Callable[[int], None] | None = None):
         self.db, self.coord, self.ttl = db, coord, ttl
         self.renew_every = renew_every or min(1.0, ttl / 3)
+        # a follower looks at the lease more often than the leader renews it: a crashed
+        # leader's lease is taken within RETRY_EVERY of its expiry (TTL after its last renewal)
+        self.retry_every = min(RETRY_EVERY, self.renew_every)
+        # no other server can share this database (SQLite, file lock held): take the lease at
+        # start even if a crashed predecessor's has not expired (Lease.acquire, steal)
+        self.sole = sole
         self.lease = Lease(holder, ttl, db.engine.dialect.name)
         self.holder = holder
         self.on_elected, self.on_deposed = on_elected, on_deposed
@@ -66,7 +74,7 @@ class Elector:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.renew_every)
+            self._wake.wait(self.renew_every if self.epoch is not None else self.retry_every)
             self._wake.clear()
             if not self._stop.is_set():
                 self.step()
@@ -81,7 +89,7 @@ class Elector:
                 else:
                     self._depose(epoch, "the lease was taken over")
                 return
-            got = self.db.run(self.lease.acquire, attempts=1)
+            got = self.db.run(lambda s: self.lease.acquire(s, steal=self.sole), attempts=1)
         except Exception as exc:
             if epoch is not None and time.monotonic() - self._renewed >= self.ttl:
                 self._depose(epoch, f"no renewal for {self.ttl:.1f}s ({type(exc).__name__})")

@@ -59,12 +59,17 @@ class Lease:
         self.holder, self.ttl = holder, ttl
         self._now = db_now(dialect)
 
-    def acquire(self, s: Session) -> int | None:
-        """The new epoch if this server took the lease, else None."""
+    def acquire(self, s: Session, steal: bool = False) -> int | None:
+        """The new epoch if this server took the lease, else None.
+
+        steal: take it even from an unexpired holder. Only for a server that knows no other
+        can share its database (SQLite, whose file lock it holds): the holder it finds is its
+        own crashed predecessor, and waiting out that lease would only delay the restart."""
         n = self._now
+        free = "" if steal else f" AND (holder = '' OR expires_at <= {n})"
         r = s.execute(text(
             f"UPDATE leader_lease SET holder = :h, epoch = epoch + 1, expires_at = {n} + :ttl, "
-            f"acquired_at = {n}, renewed_at = {n} WHERE id = 1 AND (holder = '' OR expires_at <= {n})"),
+            f"acquired_at = {n}, renewed_at = {n} WHERE id = 1{free}"),
             {"h": self.holder, "ttl": self.ttl})
         if r.rowcount != 1:
             return None

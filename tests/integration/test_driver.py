@@ -28,11 +28,11 @@ def client():
         c = docker.from_env(timeout=120)
         c.ping()
     except Exception as e:  # pragma: no cover - only without an engine
-        pytest.skip(f"no Docker engine: {e}")
+        pytest.fail(f"no Docker engine: {e}")
     try:
         c.images.get(IMAGE)
     except docker.errors.ImageNotFound:  # pragma: no cover
-        pytest.skip(f"test image {IMAGE} missing")
+        pytest.fail(f"test image {IMAGE} missing: ./scripts/build-test-image.sh")
     return c
 
 

@@ -120,11 +120,13 @@ def test_a_clean_stop_hands_over(ha):
     ha.wait_leader(rest, 10, 0.05)
     took = time.monotonic() - t0
     print(f"hand-over took {took:.2f}s")  # the figure is bench/failover.py's; here only that it happens
-    # the new leader heals: a killed container is replaced
+    # the new leader acts: a killed container comes back, and a scale is placed
     ha.containers("web")[0].kill()
-    wait_for(lambda: len(ha.containers("web")) == 2 and all(
-        i["restart_count"] >= 0 for i in ha.instances("web")), 30, what="healing under the new leader")
-    ha.wait_ready("web", 2)
+    ha.put("web", replicas=3)
+    wait_for(lambda: len(ha.containers("web")) == 3 and sum(
+        i["restart_count"] for i in ha.instances("web")) >= 1, 30, what="healing and scaling under the new leader")
+    ha.wait_ready("web", 3)
+    no_duplicates(ha, "web")
 
 
 def test_an_agent_follows_the_cluster_when_its_server_dies(ha):

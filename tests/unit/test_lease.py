@@ -76,3 +76,16 @@ def test_release_lets_another_take_over_at_once(db):
     assert db.run(b.acquire) is None
     assert db.run(lambda s: a.release(s, e1))
     assert db.run(b.acquire) == e1 + 1
+
+
+def test_a_sole_server_takes_its_crashed_predecessors_lease_at_once(db):
+    """SQLite: the file lock says no other server runs, so a restarted server need not wait
+    out the lease its killed predecessor left behind; a plain acquire still waits."""
+    dialect = db.engine.dialect.name
+    dead, restarted = Lease("dead", 30.0, dialect), Lease("restarted", 30.0, dialect)
+    e1 = db.run(dead.acquire)
+    assert db.run(restarted.acquire) is None  # unexpired: a shared database waits
+    e2 = db.run(lambda s: restarted.acquire(s, steal=True))
+    assert e2 == e1 + 1
+    with pytest.raises(NotLeader):
+        db.run(lambda s: dead.fence(s, e1))  # the predecessor's epoch is over
