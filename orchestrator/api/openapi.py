@@ -91,7 +91,8 @@ def derived(path: str, route: APIRoute, method: str) -> dict[int, tuple[str, dic
     if method in WRITES or deps.if_match in needs.calls:
         out[409] = ("conflicts with the current state: a stale If-Match or version, a state that does not "
                     "allow it, or a concurrent change (re-read and retry)", {})
-    if needs.body:
+    if needs.body or method in WRITES:
+        # limits.BodyLimit refuses any request body over the limit, one the route ignores too
         out[413] = (f"the body is over {MAX_BODY} bytes ({MAX_BODY // 1024} KiB)", {})
     if needs.body or needs.inputs:
         out[422] = ("invalid input (a wrong type, an unknown field, a number out of range): "

@@ -4,7 +4,8 @@ Dockyard runs every container on its node's default bridge network. So:
 - a plain network (driver bridge or overlay, no fixed addresses) is accepted: the services
   that share it can still reach each other, by container address or through published host
   ports. What is lost is said once, as a warning: networks are not separate from each other,
-  and containers cannot look each other up by service name or alias (no service discovery yet).
+  and containers cannot look each other up by service name or alias (no DNS between them; HTTP
+  services are reached through the node's gateway, see docs/gateway.md).
 - what would leave a stack broken or less isolated than its author wrote is refused, naming
   the service or network and the key: `external` networks (a Docker network Dockyard cannot
   attach to), `internal` (isolation it cannot give), other drivers (macvlan, ipvlan ...),

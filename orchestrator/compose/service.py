@@ -222,7 +222,8 @@ def translate(compose: dict, *, stack: str, base_dir: Path = Path("."), environ:
     if attached or len(nets) > 1:
         warn("networks: not separate; every container runs on its node's default bridge network")
     if len(result.services) > 1:
-        warn(f"services: containers cannot look each other up by service name ({', '.join(result.services)}) "
-             "yet: there is no service discovery; a service reaches another by its published host port on the "
-             "node's address")
+        warn(f"services: containers cannot look each other up by service name ({', '.join(result.services)}): "
+             "there is no DNS between them; an HTTP service given Dockyard `expose` routes is reached through the "
+             "node's gateway ($DOCKYARD_GATEWAY, Host <service>.localhost; docs/gateway.md), any other by its "
+             "published host port on the node's address")
     return result

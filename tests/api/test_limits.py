@@ -18,7 +18,8 @@ def _padded(size: int) -> bytes:
 
 @pytest.mark.parametrize("method,path", [("PUT", "/v1/services/big"), ("POST", "/v1/tokens"),
                                          ("POST", "/v1/agent/sync"), ("POST", "/v1/agent/join"),
-                                         ("PATCH", "/v1/services/big")])
+                                         ("PATCH", "/v1/services/big"), ("POST", "/v1/services/big/rollout/pause"),
+                                         ("DELETE", "/v1/services/big")])
 def test_body_over_one_mebibyte_is_413(client, method, path):
     body = _padded(MAX_BODY + 1)
     assert len(body) == MAX_BODY + 1

@@ -19,6 +19,10 @@ from orchestrator.spec import ServiceApply, parse_memory
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
+NO_DNS = ("there is no DNS between them; an HTTP service given Dockyard `expose` routes is reached through the "
+          "node's gateway ($DOCKYARD_GATEWAY, Host <service>.localhost; docs/gateway.md), any other by its published "
+          "host port on the node's address")
+
 
 def one(service: dict, *, stack: str = "s", base_dir: Path = Path(".")) -> tuple[dict, list[str]]:
     """Translate a single service named 'app'."""
@@ -119,8 +123,7 @@ def test_webapp_file():
         "worker: label 'dockyard.service' uses the reserved prefix 'dockyard.' and was skipped",
         "db: 'shm_size' is not supported and was not applied",
         "networks: not separate; every container runs on its node's default bridge network",
-        "services: containers cannot look each other up by service name (web, worker, db) yet: there is no "
-        "service discovery; a service reaches another by its published host port on the node's address",
+        f"services: containers cannot look each other up by service name (web, worker, db): {NO_DNS}",
     ]
     # without a volume root, the named volumes are refused, naming the service and the key
     with pytest.raises(ComposeError, match=r"^worker\.volumes\[0\]: named volume 'media' .*--volume-root"):
@@ -206,8 +209,7 @@ def test_monitoring_file():
         "alertmanager.deploy.update_config.failure_action: 'continue' is not supported; "
         "Dockyard's default (rollback) applies",
         "services: containers cannot look each other up by service name (prometheus, grafana, node-exporter, "
-        "alertmanager) yet: there is no service discovery; a service reaches another by its published host "
-        "port on the node's address",
+        f"alertmanager): {NO_DNS}",
     ]
 
 
@@ -274,9 +276,7 @@ def test_queue_file():
         "gateway.deploy.placement.constraints: constraint 'node.platform.os == linux' has no "
         "Dockyard equivalent and was skipped",
         "gateway: 'extra_hosts' is not supported and was not applied",
-        "services: containers cannot look each other up by service name (rabbitmq, order-consumer, gateway) "
-        "yet: there is no service discovery; a service reaches another by its published host port on the "
-        "node's address",
+        f"services: containers cannot look each other up by service name (rabbitmq, order-consumer, gateway): {NO_DNS}",
     ]
     # unset, the default applies
     assert load(DATA / "compose-queue.yml").services["rabbitmq"]["env"]["RABBITMQ_DEFAULT_PASS"] == "guest"

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from orchestrator.compose import ComposeError, interpolate, load, translate
 from orchestrator.compose.depends import levels
 from orchestrator.compose.readiness import check
+from tests.unit.test_compose import NO_DNS
 from orchestrator.spec import ServiceApply
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "compose"
@@ -300,8 +301,7 @@ def test_plain_networks_are_accepted_with_a_warning():
         "networks.back.attachable was not applied: containers run on the node's default bridge network",
         "a.networks.front.aliases: not applied; containers cannot look each other up by name or alias yet",
         "networks: not separate; every container runs on its node's default bridge network",
-        "services: containers cannot look each other up by service name (a, b) yet: there is no service "
-        "discovery; a service reaches another by its published host port on the node's address",
+        f"services: containers cannot look each other up by service name (a, b): {NO_DNS}",
     ]
 
 
