@@ -51,6 +51,8 @@ class AgentConfig:
     # seconds a container that leaves the assignments keeps running after it left every
     # gateway's routes, so requests already on their way to it finish (the ordered drain)
     drain_seconds: float = 2.0
+    # seconds the gateway waits for a backend's response (headers, then each read) before 504
+    gateway_timeout: float = 60.0
 
 
 class Agent:
@@ -93,7 +95,7 @@ class Agent:
         if cfg.gateway_listen:
             from agent.gateway import Gateway  # only a node that runs a gateway pays for it
 
-            self.gateway = Gateway(cfg.gateway_listen)
+            self.gateway = Gateway(cfg.gateway_listen, response_timeout=cfg.gateway_timeout)
             self.client.routes_known = ""  # ask the servers for the routing table
             self.client.on_routes = self.gateway.update
         self.api.gateway = self.gateway

@@ -183,3 +183,34 @@ def test_a_container_reaches_another_service_through_its_nodes_gateway(cluster):
     client = cluster.containers("client")[0]
     assert f"DOCKYARD_GATEWAY=http://dockyard-gateway:{port}" in client.attrs["Config"]["Env"]
     wait_for(lambda: web in client.logs().decode(), 30, 0.3, what="the client container reached web")
+
+
+# backends that misbehave: one accepts and never answers, one closes at once without a word
+HANGS = ["sh", "-c", "echo 'sleep 30' > /h.sh && exec nc -ll -p 8080 -e sh /h.sh"]
+RESETS = ["sh", "-c", "echo 'exit 0' > /r.sh && exec nc -ll -p 8080 -e sh /r.sh"]
+
+
+def test_a_hanging_or_closing_backend_is_a_504_or_502_and_others_are_served(cluster):
+    port = free_port()
+    cluster.start_agent("a", "--gateway-listen", f"127.0.0.1:{port}", "--gateway-timeout", "1")
+    for name, command in (("hangs", HANGS), ("resets", RESETS), ("web", WHOAMI)):
+        assert cluster.put(name, replicas=1, command=command, init=True, expose=[{"port": 8080}]).status_code == 201
+    for name in ("hangs", "resets", "web"):
+        cluster.wait_ready(name, 1)
+    routed(cluster, port, 1)
+    outcome: dict[str, httpx.Response] = {}
+
+    def slow() -> None:
+        outcome["hangs"] = get(port, "hangs.localhost")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.2)
+    assert get(port).status_code == 200  # the hung request holds up nobody else
+    t.join(10)
+    assert outcome["hangs"].status_code == 504, outcome["hangs"].text
+    assert outcome["hangs"].json()["error"]["code"]
+    r = get(port, "resets.localhost")
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"]
+    assert get(port).status_code == 200  # and the gateway is still there
