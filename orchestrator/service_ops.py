@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from orchestrator import revisions
@@ -170,12 +170,20 @@ def plan(name: str, svc: Any, body: ServiceApply, *, if_match: int | None = None
     return Plan(name, body, svc, spec, "updated" if changes else "unchanged", spec_changes)
 
 
+ROUTES_LOCK = 0x44594B52  # "DYKR": the PostgreSQL advisory lock that orders route-taking writes
+
+
 def check_routes(s: Session, name: str, spec: dict) -> None:
     """409 when another service already exposes one of this spec's (host, path prefix) pairs.
     Reads the other services in the caller's transaction, so a batch (POST /v1/apply) sees the
     services it wrote before this one."""
     if not spec.get("expose"):
         return
+    if s.get_bind().dialect.name == "postgresql":
+        # two transactions taking one route at once would each read the other's service as not
+        # yet there (read committed): writes that take routes queue on one lock, held to commit.
+        # SQLite needs none: its writers already queue on the database's write lock.
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROUTES_LOCK})
     others = {r.name: r.spec for r in s.execute(select(Service.name, Service.spec).where(Service.name != name))
               if (r.spec or {}).get("expose")}
     why = routes_core.conflict(name, spec, others)

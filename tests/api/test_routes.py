@@ -59,6 +59,27 @@ def test_a_host_and_prefix_belong_to_one_service(client):
     assert client.get("/v1/services/one").status_code == 404
 
 
+def test_services_racing_for_one_route_get_it_once(client):
+    """Six creates at once, each exposing the same host: one wins, five are told 409 — on
+    PostgreSQL too, where each transaction alone would not see the others' rows."""
+    from fastapi.testclient import TestClient
+
+    codes: dict[str, int] = {}
+    go = threading.Barrier(6)
+
+    def create(name: str) -> None:
+        c = TestClient(client.app, headers=client.headers)
+        go.wait()
+        codes[name] = c.put(f"/v1/services/{name}", json={**SPEC, "expose": [{"port": 8080, "host": "race.localhost"}]}).status_code
+
+    threads = [threading.Thread(target=create, args=(f"s{k}",)) for k in range(6)]
+    [t.start() for t in threads]
+    [t.join(30) for t in threads]
+    assert sorted(codes.values()) == [201, 409, 409, 409, 409, 409], codes
+    owners = [r for r in client.get("/v1/routes").json()["routes"] if r["host"] == "race.localhost"]
+    assert len(owners) == 1, owners
+
+
 def test_routes_reach_agents_with_ready_endpoints_only(client):
     cred = join_node(client, "n1", address="10.9.8.7")
     assert client.put("/v1/services/web", json={**SPEC, "replicas": 2}).status_code == 201
