@@ -190,7 +190,8 @@ class _Handler(BaseHTTPRequestHandler):
         if parts == ["v1", "gateway", "routes"]:
             gw = self.owner.gateway
             body = json.dumps({"listen": "%s:%d" % gw.address if gw else None,
-                               "routes": gw.table() if gw else []}).encode()
+                               "routes": gw.table() if gw else [],
+                               "spaces": gw.spaces() if gw else {}}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

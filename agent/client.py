@@ -122,7 +122,7 @@ class SyncClient:
         # and then the next sync (sending that older version) is answered with the current one
         self.routes_known = out.get("routes_version") or ""
         if self.on_routes is not None:
-            self.on_routes(routes)
+            self.on_routes(routes, out.get("spaces"))
 
     def fresh(self, epoch: int | None) -> bool:
         """Is an answer under `epoch` as new as any seen? (None: a server that sends no epoch)"""

@@ -20,12 +20,14 @@ from docker.types import LogConfig
 
 from agent.types import (
     LABEL_INSTANCE,
+    LABEL_NAMESPACE,
     LABEL_NODE,
     LABEL_REVISION,
     LABEL_SERVICE,
     LABEL_SLOT,
     Assignment,
     Observed,
+    service_parts,
 )
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,9 @@ def _observed(cid: str, labels: dict[str, str] | None, state: str, **kw: Any) ->
     # (with placeholder values), so the reconcile sees it as unassigned and removes it.
     return Observed(
         instance_id=labels.get(LABEL_INSTANCE, ""),
-        service=labels.get(LABEL_SERVICE, ""),
+        # the service key the server knows it by (agent/types.py service_parts, reversed)
+        service=labels.get(LABEL_SERVICE, "") if labels.get(LABEL_NAMESPACE, "default") == "default"
+        else f"{labels[LABEL_NAMESPACE]}/{labels.get(LABEL_SERVICE, '')}",
         revision=_int(labels.get(LABEL_REVISION), 0),
         slot=_int(labels.get(LABEL_SLOT), -1),
         container_id=cid,
@@ -218,8 +222,9 @@ class DockerDriver:
         self._ensure_image(image, spec.get("pull") or "if-not-present")
 
         labels = {str(k): str(v) for k, v in (spec.get("labels") or {}).items()}
-        labels.update({LABEL_INSTANCE: a.instance_id, LABEL_SERVICE: a.service, LABEL_NODE: self.node,
-                       LABEL_REVISION: str(a.revision), LABEL_SLOT: str(a.slot)})
+        namespace, service = service_parts(a.service)
+        labels.update({LABEL_INSTANCE: a.instance_id, LABEL_SERVICE: service, LABEL_NAMESPACE: namespace,
+                       LABEL_NODE: self.node, LABEL_REVISION: str(a.revision), LABEL_SLOT: str(a.slot)})
         ports = list(spec.get("ports") or [])
         # an exposed port is published too (on a random host port): the gateways reach it there
         listed = {(p["container_port"], p.get("protocol") or "tcp") for p in ports}
@@ -261,7 +266,8 @@ class DockerDriver:
             healthcheck = {"test": ["CMD", *health["command"]], "interval": ns(health.get("interval", 2)),
                            "timeout": ns(health.get("timeout", 1)), "retries": int(health.get("retries", 3)),
                            "start_period": ns(health.get("start_period", 0))}
-        name = f"dy-{a.service}-{a.slot}-{a.instance_id}"
+        # dy-web-0-<id> in default, dy-alice.web-0-<id> elsewhere (a name cannot hold '/')
+        name = f"dy-{service if namespace == 'default' else namespace + '.' + service}-{a.slot}-{a.instance_id}"
         try:
             c = self.api.create_container(
                 image, command=spec.get("command"), entrypoint=spec.get("entrypoint"),

@@ -9,6 +9,13 @@ LABEL_SERVICE = "dockyard.service"
 LABEL_NODE = "dockyard.node"
 LABEL_REVISION = "dockyard.revision"
 LABEL_SLOT = "dockyard.slot"
+LABEL_NAMESPACE = "dockyard.namespace"
+
+
+def service_parts(service_key: str) -> tuple[str, str]:
+    """(namespace, name) of the service key an assignment carries (`web`, `alice/web`)."""
+    ns, sep, name = service_key.partition("/")
+    return (ns, name) if sep else ("default", service_key)
 
 
 @dataclass(frozen=True)

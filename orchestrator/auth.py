@@ -35,6 +35,10 @@ class Principal:
     role: str  # viewer | operator | admin | node
     token_id: str | None = None
     expires_at: float | None = None  # an API token's expiry (cached principals are re-checked then)
+    namespaces: tuple[str, ...] | None = None  # the only namespaces it may see (None: all)
+
+    def sees(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
 
     def require(self, role: str) -> None:
         if self.kind == "node":
@@ -65,7 +69,8 @@ def authenticate(s: Session, secret: str, now: float) -> Principal:
         # last-used is informative: only write it when stale, so reads stay read-only
         if tok.last_used_at is None or now - tok.last_used_at > 60:
             tok.last_used_at = now
-        return Principal("token", tok.name, tok.role, tok.id, tok.expires_at)
+        scope = tuple(tok.namespaces) if tok.namespaces is not None else None
+        return Principal("token", tok.name, tok.role, tok.id, tok.expires_at, scope)
     node = s.scalars(select(Node).where(Node.credential_hash == h)).first()
     if node is not None and hmac.compare_digest(node.credential_hash, h):
         return Principal("node", node.name, "node")

@@ -8,6 +8,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from orchestrator.models import Event
+from orchestrator.namespaces import namespace_of, split
 
 # called after a commit that recorded events, so SSE watchers wake at once (not on their timeout)
 _listeners: list[Callable[[], None]] = []
@@ -40,7 +41,8 @@ def record(
     now: float | None = None,
 ) -> Event:
     ev = Event(
-        time=now or time.time(), kind=kind, message=message, service=service, node=node, instance=instance, actor=actor
+        time=now or time.time(), kind=kind, message=message, service=service, node=node, instance=instance, actor=actor,
+        namespace=namespace_of(service),
     )
     s.add(ev)
     if _listeners and not s.info.get("dy_events"):
@@ -54,7 +56,8 @@ def as_dict(e: Event) -> dict:
         "id": e.id,
         "time": e.time,
         "kind": e.kind,
-        "service": e.service,
+        "service": split(e.service)[1] if e.service else None,
+        "namespace": e.namespace,
         "node": e.node,
         "instance": e.instance,
         "message": e.message,

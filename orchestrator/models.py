@@ -31,6 +31,22 @@ class Token(Base):
     created_at: Mapped[float] = mapped_column(Float)
     last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # the namespaces the token may see and change (None: all); a name outside them is a 404
+    namespaces: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+
+
+class Namespace(Base):
+    """A namespace; one with a parent is a space (orchestrator/namespaces.py)."""
+
+    __tablename__ = "namespaces"
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    parent: Mapped[str | None] = mapped_column(String(63), ForeignKey("namespaces.name"), nullable=True, index=True)
+    quotas: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+# A service's key (its name in default, `<namespace>/<name>` elsewhere: orchestrator/namespaces.py)
+KEY = 127
 
 
 class Node(Base):
@@ -53,7 +69,8 @@ class Node(Base):
 
 class Service(Base):
     __tablename__ = "services"
-    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    name: Mapped[str] = mapped_column(String(KEY), primary_key=True)  # the key
+    namespace: Mapped[str] = mapped_column(String(63), default="default", server_default="default", index=True)
     stack: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     replicas: Mapped[int] = mapped_column(Integer)
@@ -74,7 +91,7 @@ class Revision(Base):
     __tablename__ = "revisions"
     __table_args__ = (UniqueConstraint("service_name", "number"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    service_name: Mapped[str] = mapped_column(String(63), ForeignKey("services.name", ondelete="CASCADE"), index=True)
+    service_name: Mapped[str] = mapped_column(String(KEY), ForeignKey("services.name", ondelete="CASCADE"), index=True)
     number: Mapped[int] = mapped_column(Integer)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     change_cause: Mapped[str] = mapped_column(Text, default="")
@@ -91,7 +108,7 @@ class Instance(Base):
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     # no foreign key: an instance outlives its deleted service until its container is gone
-    service_name: Mapped[str] = mapped_column(String(63), index=True)
+    service_name: Mapped[str] = mapped_column(String(KEY), index=True)
     slot: Mapped[int] = mapped_column(Integer)
     revision: Mapped[int] = mapped_column(Integer)
     node_name: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
@@ -113,7 +130,8 @@ class Event(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     time: Mapped[float] = mapped_column(Float, index=True)
     kind: Mapped[str] = mapped_column(String(32))
-    service: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
+    service: Mapped[str | None] = mapped_column(String(KEY), nullable=True, index=True)  # the key
+    namespace: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)  # None: the cluster's
     node: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
     instance: Mapped[str | None] = mapped_column(String(32), nullable=True)
     message: Mapped[str] = mapped_column(Text)

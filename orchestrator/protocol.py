@@ -80,6 +80,9 @@ class SyncOut(BaseModel):
         default=None, description="the gateways' routing table (docs/gateway.md); null when unchanged since "
         "`routes_known`, or when the agent sent no `routes_known`")
     routes_version: str | None = None
+    spaces: dict[str, str | None] | None = Field(
+        default=None, description="each namespace's parent (null: a root), sent with `routes`: the gateway "
+        "serves a request for a space by the nearest namespace up this chain that has the route")
 
 
 def report_item(instance_id: str, state: str, *, container_id: str | None = None, healthy: bool | None = None,

@@ -1,7 +1,7 @@
 """This server's copy of the gateways' routing table, and the long polls it wakes.
 
 Memory kind: DERIVED FROM THE DATABASE and INVALIDATED ACROSS SERVERS. The table is
-recomputed from the services, instances and nodes tables (core/routes.table) whenever a
+recomputed from the services, instances, nodes and namespaces tables (core/routes.table) whenever a
 signal says it may have changed: ROUTES (an instance's readiness or ports changed), BUMP
 (some node's assignments changed: an instance about to stop leaves its routes first) or
 EVENTS (every service write records one), from any server through the coordinator. A safety-net
@@ -19,18 +19,19 @@ from sqlalchemy import select
 
 from orchestrator.coord import base as signals
 from orchestrator.core import routes as core
-from orchestrator.models import Instance, Node, Service
+from orchestrator.models import Instance, Namespace, Node, Service
 
 log = logging.getLogger("dockyard.routes")
 DEBOUNCE = 0.02  # a burst of signals (a pass that stops ten instances) makes one recompute
 SAFETY_NET = 5.0
 
 
-def load(s) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    """Read what the table depends on, and decide it."""
+def load(s) -> tuple[list[dict[str, Any]], dict[str, str | None]]:  # type: ignore[no-untyped-def]
+    """Read what the table depends on, and decide it: (routes, each namespace's parent)."""
+    spaces = {r.name: r.parent for r in s.execute(select(Namespace.name, Namespace.parent))}
     services = {r.name: r.spec for r in s.execute(select(Service.name, Service.spec)) if (r.spec or {}).get("expose")}
     if not services:
-        return []
+        return [], spaces
     rows = []
     for chunk in _chunks(sorted(services)):
         rows += s.execute(select(Instance.id, Instance.service_name, Instance.node_name, Instance.desired_state,
@@ -39,7 +40,7 @@ def load(s) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     instances = [core.Endpointable(r.id, r.service_name, r.node_name, r.desired_state, r.state, r.healthy,
                                    core.host_ports(r.host_ports)) for r in rows]
     nodes = {r.name: (r.address, r.status) for r in s.execute(select(Node.name, Node.address, Node.status))}
-    return core.table(services, instances, nodes)
+    return core.table(services, instances, nodes), spaces
 
 
 def _chunks(names: list[str]):  # type: ignore[no-untyped-def]
@@ -51,7 +52,7 @@ def _chunks(names: list[str]):  # type: ignore[no-untyped-def]
 class RouteBook:
     def __init__(self, db, coord, on_change: Callable[[], None]):  # type: ignore[no-untyped-def]
         self.db, self.coord, self.on_change = db, coord, on_change
-        self._current: tuple[str, list[dict[str, Any]]] = (core.digest([]), [])
+        self._current: tuple[str, list[dict[str, Any]], dict[str, str | None]] = (core.digest([]), [], {})
         self._dirty = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dockyard-routes", daemon=True)
@@ -75,7 +76,12 @@ class RouteBook:
         self.coord.publish(signals.ROUTES)
 
     def current(self) -> tuple[str, list[dict[str, Any]]]:
-        """(version, table): one reference, so a reader never pairs a version with another table."""
+        """(version, table): from one reference, so a reader never pairs a version with another table."""
+        version, table, _ = self._current
+        return version, table
+
+    def snapshot(self) -> tuple[str, list[dict[str, Any]], dict[str, str | None]]:
+        """(version, table, spaces map), from one reference."""
         return self._current
 
     @property
@@ -85,14 +91,14 @@ class RouteBook:
     def refresh(self) -> bool:
         """Recompute now; True when the table changed (its waiters were woken)."""
         try:
-            table = self.db.run(load, attempts=2)
+            table, spaces = self.db.run(load, attempts=2)
         except Exception as exc:  # the database is away: keep serving the last table
             log.warning("could not read the routing table: %s", exc)
             return False
-        version = core.digest(table)
+        version = core.digest(table, spaces)
         if version == self.version:
             return False
-        self._current = (version, table)
+        self._current = (version, table, spaces)
         self.on_change()
         return True
 

@@ -15,13 +15,14 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from orchestrator import revisions
+from orchestrator import namespaces, revisions
 from orchestrator.core import planner
 from orchestrator.core import routes as routes_core
 from orchestrator.core import status as status_core
 from orchestrator.errors import Conflict, DockyardError, NotFound, ValidationFailed, validation_details
 from orchestrator.events import record
 from orchestrator.models import Instance, Service
+from orchestrator.namespaces import split
 from orchestrator.reconcile import view
 from orchestrator.spec import ServiceApply, dns_label
 
@@ -31,8 +32,11 @@ def iso(t: float | None) -> str | None:
 
 
 def check_name(name: str) -> str:
+    """Validate a service key's name part (the namespace part was checked on the way in)."""
+    short = split(name)[1]
     try:
-        return dns_label(name)
+        dns_label(short)
+        return name
     except ValueError as exc:
         raise ValidationFailed(f"invalid service name {name!r}: {exc}", [{"field": "name", "problem": str(exc)}])
 
@@ -186,7 +190,7 @@ def check_routes(s: Session, name: str, spec: dict) -> None:
         s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ROUTES_LOCK})
     others = {r.name: r.spec for r in s.execute(select(Service.name, Service.spec).where(Service.name != name))
               if (r.spec or {}).get("expose")}
-    why = routes_core.conflict(name, spec, others)
+    why = routes_core.conflict(name, spec, others, namespaces.parents(s))
     if why:
         raise Conflict(f"service {name!r} cannot take its route: {why}",
                        [{"field": "expose", "problem": why}])
@@ -198,7 +202,9 @@ def write(s: Session, p: Plan, *, actor: str, now: float, history_limit: int) ->
     if p.spec_changes:
         check_routes(s, name, p.spec)
     if p.svc is None:
-        svc = Service(name=name, stack=body.stack, spec=p.spec, replicas=body.replicas, revision=0, generation=1,
+        if split(name)[0] != namespaces.DEFAULT:  # default cannot be deleted
+            namespaces.get(s, split(name)[0])  # 404 if it is gone (deleted since the request began)
+        svc = Service(name=name, namespace=split(name)[0], stack=body.stack, spec=p.spec, replicas=body.replicas, revision=0, generation=1,
                       version=1, created_at=now, updated_at=now, rollout_phase="complete", rollout_reason="")
         s.add(svc)
         s.flush()
@@ -265,7 +271,7 @@ def write_many(s: Session, plans: list[Plan], *, actor: str, now: float, history
 def results(s: Session, done: list[tuple[str, Any]], now: float) -> list[dict]:
     """/v1/apply's answer: name, action and the service as GET shows it, per service."""
     live = live_instances(s, [svc.name for _, svc in done])
-    return [{"name": svc.name, "action": action, "service": service_dict(svc, live[svc.name], now)}
+    return [{"name": split(svc.name)[1], "action": action, "service": service_dict(svc, live[svc.name], now)}
             for action, svc in done]
 
 
@@ -424,7 +430,7 @@ def rollout_dict(svc: Service, views: list[planner.InstanceView], now: float) ->
 
 def instance_dict(i: Instance) -> dict:
     return {
-        "id": i.id, "service": i.service_name, "slot": i.slot, "revision": i.revision, "node": i.node_name,
+        "id": i.id, "service": split(i.service_name)[1], "namespace": split(i.service_name)[0], "slot": i.slot, "revision": i.revision, "node": i.node_name,
         "desired_state": i.desired_state, "state": i.state, "healthy": i.healthy, "container_id": i.container_id,
         "host_ports": i.host_ports or [], "exit_code": i.exit_code, "restart_count": i.restart_count,
         "last_error": i.last_error, "created_at": iso(i.created_at), "updated_at": iso(i.updated_at),
@@ -464,7 +470,7 @@ def live_instances(s: Session, names: list[str]) -> dict[str, list[planner.Insta
 def service_dict(svc: Service, live: list[planner.InstanceView], now: float) -> dict:
     st = status_core.summarise(svc.replicas, svc.revision, live, now, svc.status_message)
     return {
-        "name": svc.name, "stack": svc.stack, "replicas": svc.replicas, "revision": svc.revision,
+        "name": split(svc.name)[1], "namespace": svc.namespace, "stack": svc.stack, "replicas": svc.replicas, "revision": svc.revision,
         "generation": svc.generation, "version": svc.version, "spec": svc.spec,
         "status": {"replicas": st.replicas, "running": st.running, "ready": st.ready, "updated": st.updated,
                    "pending": st.pending, "message": st.message},

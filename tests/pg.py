@@ -49,10 +49,14 @@ def _template() -> None:
 def fresh_database() -> str:
     """The URL of a new, migrated, empty database."""
     _template()
+    return _create(f" TEMPLATE {TEMPLATE}")
+
+
+def _create(clause: str = "") -> str:
     name = f"t_{secrets.token_hex(6)}"
     eng = _admin()
     with eng.connect() as c:
-        c.execute(text(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+        c.execute(text(f"CREATE DATABASE {name}{clause}"))
     eng.dispose()
     return make_url(server_url()).set(database=name).render_as_string(hide_password=False)
 
@@ -63,3 +67,8 @@ def drop_database(url: str) -> None:
     with eng.connect() as c:
         c.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     eng.dispose()
+
+
+def empty_database() -> str:
+    """The URL of a new database with no schema at all (for migration tests)."""
+    return _create()

@@ -2,6 +2,7 @@
 
     python -m agent.gateway --listen 127.0.0.1:8000 --routes routes.json
 
+The file holds a list of routes, or `{"routes": [...], "spaces": {namespace: parent or null}}`.
 SIGHUP re-reads the routes file; SIGINT/SIGTERM stop.
 """
 from __future__ import annotations
@@ -17,15 +18,20 @@ from typing import Any
 from .proxy import Gateway, GatewayError
 
 
-def _load(path: str) -> Any:
+def _load(path: str) -> tuple[Any, Any]:
+    """(routes, spaces) from a routes file: a list of routes, or {"routes": [...], "spaces": {...}}."""
     with open(path) as f:
-        return json.load(f)
+        data = json.load(f)
+    if isinstance(data, dict):
+        return data.get("routes"), data.get("spaces")
+    return data, None
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agent.gateway", description=__doc__.split("\n")[0])
     ap.add_argument("--listen", default="127.0.0.1:8000")
-    ap.add_argument("--routes", required=True, help="JSON file: a list of routes in the wire format")
+    ap.add_argument("--routes", required=True, help="JSON file: a list of routes in the wire format, or "
+                    "{\"routes\": [...], \"spaces\": {...}}")
     ap.add_argument("--connect-timeout", type=float, default=2.0)
     ap.add_argument("--response-timeout", type=float, default=60.0)
     ap.add_argument("--idle-timeout", type=float, default=75.0)
@@ -37,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     gw = Gateway(args.listen, connect_timeout=args.connect_timeout, response_timeout=args.response_timeout,
                  idle_timeout=args.idle_timeout)
     try:
-        gw.update(_load(args.routes))
+        gw.update(*_load(args.routes))
         gw.start()
     except (OSError, ValueError, GatewayError) as e:
         print(f"gateway: {e}", file=sys.stderr)
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def reload(*_: Any) -> None:
         try:
-            gw.update(_load(args.routes))
+            gw.update(*_load(args.routes))
             log.warning("routes reloaded: %d routes", len(gw.table()))
         except (OSError, ValueError) as e:  # keep serving the old table
             log.error("cannot reload routes: %s", e)

@@ -70,12 +70,17 @@ class Gateway:
 
     # ---- control (any thread) ----------------------------------------------------------------
 
-    def update(self, routes_wire: Any) -> None:
-        """Swap in a new routing table; requests already in flight keep their endpoint."""
-        self._table = rt.Table.from_wire(routes_wire)  # one reference store: atomic under the GIL
+    def update(self, routes_wire: Any, spaces: Any = None) -> None:
+        """Swap in a new routing table and spaces map (`{namespace: parent or None}`; None:
+        every namespace is a root); requests already in flight keep their endpoint."""
+        self._table = rt.Table.from_wire(routes_wire, spaces)  # one reference store: atomic under the GIL
 
     def table(self) -> list[dict[str, Any]]:
         return self._table.to_wire()
+
+    def spaces(self) -> dict[str, str | None]:
+        """The spaces map in effect (without one given: every namespace with a route, as a root)."""
+        return self._table.spaces_to_wire()
 
     @property
     def routes(self) -> rt.Table:

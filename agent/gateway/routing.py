@@ -4,14 +4,27 @@ it gets the request, and how request and response heads are rewritten on the way
 No I/O and no clock here: `proxy.py` is the shell that feeds these functions what it reads
 from sockets. Header lists are `[(name, value), ...]` of bytes as the parser hands them over
 (names in their original case); comparisons are case-insensitive.
+
+Spaces: routes live in namespaces, and a namespace may have a parent (then it is a *space*).
+A request without a space is served by root namespaces only; a request in a space (Host
+`<space>.s.<host>`, or a `dockyard-space` header, or a `dockyard-space` baggage entry) by the
+first namespace of the chain space -> parent -> ... -> root that has a matching route.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import unquote
 
 Headers = list[tuple[bytes, bytes]]
+Spaces = Mapping[str, "str | None"]  # namespace -> its parent namespace (None: a root)
+
+MAX_CHAIN = 32  # a space's chain (itself, its parent, ..., its root) is never walked further
+SPACE_HEADER = b"dockyard-space"
+SPACE_HOST_SEP = ".s."  # `<space>.s.<host>` addresses <host> in <space>
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,32 +46,58 @@ class Route:
 
 @dataclass(frozen=True)
 class Table:
+    """The routes, the spaces map and the indexes `lookup` reads.
+
+    `spaces` is the effective map: namespace -> parent (None: a root). Built without a map,
+    every namespace that has a route is a root (the table before spaces existed). A namespace
+    missing from a given map is no root and no space: its routes are served only to a space
+    whose chain names it."""
     routes: tuple[Route, ...] = ()
-    # host -> its routes, longest prefix first: a lookup is one dict hit plus a short scan
+    spaces: Mapping[str, str | None] = field(default_factory=dict, hash=False)
+    # host -> the routes of ROOT namespaces on it, longest prefix first: a request without a
+    # space is one dict hit plus a short scan
     by_host: Mapping[str, tuple[Route, ...]] = field(default_factory=dict, compare=False, repr=False)
+    # host -> namespace -> its routes on that host, longest prefix first (requests in a space)
+    by_host_ns: Mapping[str, Mapping[str, tuple[Route, ...]]] = field(default_factory=dict, compare=False,
+                                                                      repr=False)
+    # every namespace of `spaces` -> its chain: itself, its parent, ..., its root
+    chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_routes(cls, routes: Iterable[Route]) -> "Table":
-        seen: set[tuple[str, str]] = set()
+    def from_routes(cls, routes: Iterable[Route], spaces: Spaces | None = None) -> "Table":
+        seen: set[tuple[str, str, str]] = set()
         kept: list[Route] = []
         for r in routes:
-            if (r.host, r.path_prefix) in seen:  # the first entry for a (host, prefix) wins
+            k = (r.namespace, r.host, r.path_prefix)
+            if k in seen:  # the first entry for a (namespace, host, prefix) wins
                 continue
-            seen.add((r.host, r.path_prefix))
+            seen.add(k)
             kept.append(r)
-        index: dict[str, list[Route]] = {}
+        eff: dict[str, str | None] = dict.fromkeys((r.namespace for r in kept), None) if spaces is None \
+            else dict(spaces)
+        by_ns: dict[str, dict[str, list[Route]]] = {}
+        roots: dict[str, list[Route]] = {}
+        root_seen: set[tuple[str, str]] = set()
         for r in kept:
-            index.setdefault(r.host, []).append(r)
-        return cls(tuple(kept), {h: tuple(sorted(rs, key=lambda r: -len(r.path_prefix)))
-                                 for h, rs in index.items()})
+            by_ns.setdefault(r.host, {}).setdefault(r.namespace, []).append(r)
+            # among roots a (host, prefix) belongs to one service; should two claim it, the first wins
+            if r.namespace in eff and eff[r.namespace] is None and (r.host, r.path_prefix) not in root_seen:
+                root_seen.add((r.host, r.path_prefix))
+                roots.setdefault(r.host, []).append(r)
+        return cls(tuple(kept), eff,
+                   {h: _longest_first(rs) for h, rs in roots.items()},
+                   {h: {ns: _longest_first(rs) for ns, rs in d.items()} for h, d in by_ns.items()},
+                   {ns: space_chain(eff, ns) for ns in eff})
 
     @classmethod
-    def from_wire(cls, wire: Any) -> "Table":
+    def from_wire(cls, wire: Any, spaces: Any = None) -> "Table":
         """Build a table from the server's wire data; malformed entries are skipped, never
-        raised on: one bad route must not take the others down with it."""
-        if not isinstance(wire, (list, tuple)):
-            return cls()
-        return cls.from_routes(r for r in map(_route_from_wire, wire) if r is not None)
+        raised on: one bad route (or space) must not take the others down with it.
+        `spaces`: `{namespace: parent or None}`; None (or not a mapping): every namespace is
+        a root."""
+        routes = (r for r in map(_route_from_wire, wire) if r is not None) \
+            if isinstance(wire, (list, tuple)) else ()
+        return cls.from_routes(routes, spaces_from_wire(spaces))
 
     def to_wire(self) -> list[dict[str, Any]]:
         return [{"service": r.service, "namespace": r.namespace, "host": r.host,
@@ -67,8 +106,37 @@ class Table:
                                 "address": e.address, "port": e.port} for e in r.endpoints]}
                 for r in self.routes]
 
+    def spaces_to_wire(self) -> dict[str, str | None]:
+        return dict(self.spaces)
+
     def endpoint_keys(self) -> set[tuple[str, int]]:
         return {(e.address, e.port) for r in self.routes for e in r.endpoints}
+
+
+def _longest_first(routes: list[Route]) -> tuple[Route, ...]:
+    return tuple(sorted(routes, key=lambda r: -len(r.path_prefix)))
+
+
+def spaces_from_wire(spaces: Any) -> dict[str, str | None] | None:
+    """`{namespace: parent or None}` from the wire; an entry whose name is not a non-empty
+    string or whose parent is neither None nor one is dropped. None (and anything that is not
+    a mapping) gives None: no map, every namespace a root."""
+    if not isinstance(spaces, Mapping):
+        return None
+    return {ns: p for ns, p in spaces.items()
+            if isinstance(ns, str) and ns and (p is None or isinstance(p, str) and p)}
+
+
+def space_chain(spaces: Spaces, space: str) -> tuple[str, ...]:
+    """`space`, its parent, ..., its root. Stops on a repeat, at a parent missing from the
+    map (which is still on the chain: it may have routes) and after MAX_CHAIN names, so a
+    corrupt map cannot loop. Same walk as the server's (orchestrator/namespaces.py)."""
+    out: list[str] = []
+    ns: str | None = space
+    while ns is not None and ns not in out and len(out) < MAX_CHAIN:
+        out.append(ns)
+        ns = spaces.get(ns)
+    return tuple(out)
 
 
 def _str(v: Any) -> str | None:
@@ -144,13 +212,103 @@ def prefix_matches(prefix: str, path: str) -> bool:
     return len(path) == len(prefix) or path[len(prefix)] in "/?"
 
 
-def match(table: Table, host_header: str | None, path: str) -> Route | None:
-    routes = table.by_host.get(normalize_host(host_header))
-    if routes:
-        for r in routes:
-            if prefix_matches(r.path_prefix, path):
-                return r
+def match(table: Table, host_header: str | None, path: str, space: str | None = None) -> Route | None:
+    return lookup(table, normalize_host(host_header), path, space)
+
+
+def lookup(table: Table, host: str, path: str, space: str | None = None) -> Route | None:
+    """The route for a normalized host and a path. Without a space: the routes of root
+    namespaces only. In a space: the first namespace of its chain that has a route matching
+    (host, path), longest prefix within that namespace; an unknown space matches nothing."""
+    if space is None:
+        routes = table.by_host.get(host)
+        if routes:
+            for r in routes:
+                if prefix_matches(r.path_prefix, path):
+                    return r
+        return None
+    chain = table.chains.get(space)
+    by_ns = table.by_host_ns.get(host)
+    if chain is None or by_ns is None:
+        return None
+    for ns in chain:
+        routes = by_ns.get(ns)
+        if routes:
+            for r in routes:
+                if prefix_matches(r.path_prefix, path):
+                    return r
     return None
+
+
+# ---- the requested space ---------------------------------------------------------------------
+
+def split_space_host(host: str) -> tuple[str | None, str]:
+    """A normalized host `alice.s.web.localhost` -> ("alice", "web.localhost"), split at the
+    first `.s.`; the space must be a DNS label and the host non-empty, else (None, host)."""
+    i = host.find(SPACE_HOST_SEP)
+    if i <= 0:
+        return None, host
+    space, rest = host[:i], host[i + len(SPACE_HOST_SEP):]
+    if not rest or not _LABEL.match(space):
+        return None, host
+    return space, rest
+
+
+def baggage_space(values: Iterable[bytes]) -> str | None:
+    """The `dockyard-space` entry of W3C baggage headers (`k=v;prop, k2=v2`, values
+    percent-encoded), lower-cased; the first non-empty one wins."""
+    for v in values:
+        for member in v.split(b","):
+            k, eq, val = member.split(b";", 1)[0].partition(b"=")
+            if eq and k.strip().lower() == SPACE_HEADER:
+                got = unquote(val.strip().decode("latin-1")).strip().lower()
+                if got:
+                    return got
+    return None
+
+
+def route_request(table: Table, host_header: str | None, path: str, space_header: bytes | None = None,
+                  baggage: Sequence[bytes] | None = None) -> tuple[Route | None, str | None, str, str]:
+    """The whole routing decision for one request: (route or None, requested space or None,
+    normalized host routed on, where the space came from: see `requested_space`).
+
+    A miss with a space that is not in `table.chains` is an unknown space. A request without
+    a space header, baggage or `.s.` in its host costs what `match` costs: one dict hit."""
+    host = normalize_host(host_header)
+    if space_header is None and baggage is None and SPACE_HOST_SEP not in host:
+        routes = table.by_host.get(host)
+        if routes:
+            for r in routes:
+                if prefix_matches(r.path_prefix, path):
+                    return r, None, host, ""
+        return None, None, host, ""
+    space, host, source = requested_space(table, host, space_header, baggage or ())
+    return lookup(table, host, path, space), space, host, source
+
+
+def requested_space(table: Table, host_header: str | None, space_header: bytes | None = None,
+                    baggage: Sequence[bytes] = ()) -> tuple[str | None, str, str]:
+    """(requested space or None, normalized host to route on, where the space came from:
+    "host", "header", "baggage" or "").
+
+    In order: a Host of the form `<space>.s.<host>` (unless that whole host is itself a host
+    in the table), the `dockyard-space` header, a `dockyard-space` baggage entry. Header
+    values are lower-cased and not checked further: a name that is no namespace is an
+    unknown space."""
+    host = normalize_host(host_header)
+    if SPACE_HOST_SEP in host and host not in table.by_host_ns:
+        space, bare = split_space_host(host)
+        if space is not None:
+            return space, bare, "host"
+    if space_header is not None:
+        space = space_header.decode("latin-1").strip().lower()
+        if space:
+            return space, host, "header"
+    if baggage:
+        space = baggage_space(baggage)
+        if space is not None:
+            return space, host, "baggage"
+    return None, host, ""
 
 
 def split_target(target: str) -> tuple[str | None, str]:
@@ -198,6 +356,7 @@ def retryable(method: str, body_sent: bool) -> bool:
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te",
                         b"trailer", b"upgrade", b"proxy-authenticate", b"proxy-authorization"})
 _REQUEST_DROPPED = HOP_BY_HOP | {b"x-forwarded-proto", b"x-forwarded-host", b"x-forwarded-for", b"expect"}
+_REQUEST_DROPPED_SPACE = _REQUEST_DROPPED | {SPACE_HEADER}
 
 
 def connection_tokens(headers: Headers) -> frozenset[bytes]:
@@ -228,13 +387,16 @@ def forwarded_for(headers: Headers, client_ip: str) -> bytes:
 
 
 def upstream_request_head(method: str, target: bytes, headers: Headers, client_ip: str, *,
-                          body: str, upgrade: bytes | None = None, proto: bytes = b"http") -> bytes:
+                          body: str, upgrade: bytes | None = None, proto: bytes = b"http",
+                          space: str | None = None) -> bytes:
     """The request head sent to a backend: always HTTP/1.1 keep-alive, the client's headers
     minus hop-by-hop ones, plus X-Forwarded-*. `body` is "none", "length" (the client's
-    Content-Length goes through as is) or "chunked" (the proxy re-chunks)."""
+    Content-Length goes through as is) or "chunked" (the proxy re-chunks). With a `space`,
+    `dockyard-space: <space>` replaces any the client sent, so a backend that passes the
+    header on gets its own outbound calls routed in the same space."""
     out = [method.encode(), b" ", target, b" HTTP/1.1\r\n"]
     host = b""
-    for n, v in strip_hop_by_hop(headers, _REQUEST_DROPPED):
+    for n, v in strip_hop_by_hop(headers, _REQUEST_DROPPED if space is None else _REQUEST_DROPPED_SPACE):
         ln = n.lower()
         if ln == b"host":
             host = v
@@ -249,6 +411,8 @@ def upstream_request_head(method: str, target: bytes, headers: Headers, client_i
         out.append(b"Transfer-Encoding: chunked\r\n")
     if upgrade is not None:
         out += (b"Connection: Upgrade\r\nUpgrade: ", upgrade, b"\r\n")
+    if space is not None:
+        out += (b"dockyard-space: ", space.encode("latin-1", "replace"), b"\r\n")
     out.append(b"\r\n")
     return b"".join(out)
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 READ = 1 << 16
 HIGH_WATER = 1 << 18
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SOURCES = {"host": "Host header", "header": "dockyard-space header", "baggage": "baggage header"}
 
 
 class _ClientGone(Exception):
@@ -43,7 +44,7 @@ class _HeadDone(Exception):
 
 class _Req:
     __slots__ = ("method", "url", "headers", "host", "http11", "keep_alive", "upgrade", "complete",
-                 "body", "length", "chunked", "expect", "t0")
+                 "body", "length", "chunked", "expect", "t0", "space", "baggage")
 
     def __init__(self) -> None:
         self.url: list[bytes] = []
@@ -55,6 +56,8 @@ class _Req:
         self.method = ""
         self.http11 = self.keep_alive = True
         self.t0 = 0.0
+        self.space: bytes | None = None  # the first dockyard-space header
+        self.baggage: list[bytes] | None = None  # the baggage headers, when any
 
 
 class _Resp:
@@ -149,12 +152,20 @@ class Session:
     def on_header(self, name: bytes, value: bytes) -> None:
         r = self.cur
         r.headers.append((name, value))
-        if len(name) in (4, 6, 14, 17):
+        if len(name) in (4, 6, 7, 14, 17):
             ln = name.lower()
             if ln == b"host":
                 r.host = value
             elif ln == b"content-length":
                 r.length = True
+            elif ln == b"dockyard-space":
+                if r.space is None:
+                    r.space = value
+            elif ln == b"baggage":
+                if r.baggage is None:
+                    r.baggage = [value]
+                else:
+                    r.baggage.append(value)
             elif ln == b"transfer-encoding":
                 r.chunked = b"chunked" in value.lower()
             elif ln == b"expect":
@@ -210,7 +221,7 @@ class Session:
         while not self.pending:
             if self.bad:
                 self.writer.write(rt.error_response(400, "bad_request", "malformed HTTP request", keep_alive=False))
-                self.gw.metrics.done("", 400, 0.0)
+                self.gw.metrics.done("", "", 400, 0.0)
                 return None
             if self.upgrade_tail is not None:
                 return None
@@ -228,10 +239,13 @@ class Session:
             async with asyncio.timeout(timeout):
                 await writer.drain()
 
-    def _error(self, req: _Req, service: str, status: int, code: str, message: str) -> bool:
+    def _error(self, req: _Req, route: rt.Route | None, status: int, code: str, message: str) -> bool:
         keep = req.keep_alive and req.complete and self.upgrade_tail is None
         self.writer.write(rt.error_response(status, code, message, keep_alive=keep, head=req.method == "HEAD"))
-        self.gw.metrics.done(service, status, time.perf_counter() - req.t0)
+        if route is None:
+            self.gw.metrics.done("", "", status, time.perf_counter() - req.t0)
+        else:
+            self.gw.metrics.done(route.service, route.namespace, status, time.perf_counter() - req.t0)
         return keep
 
     async def _serve(self, req: _Req) -> bool:
@@ -240,33 +254,43 @@ class Session:
         url_host, path = rt.split_target(target.decode("latin-1"))
         host = url_host if url_host is not None else (req.host.decode("latin-1") if req.host else None)
         if req.method == "CONNECT":
-            return self._error(req, "", 405, "method_not_allowed", "CONNECT is not supported")
-        route = rt.match(self.gw.routes, host, path)
+            return self._error(req, None, 405, "method_not_allowed", "CONNECT is not supported")
+        table = self.gw.routes  # one table for the whole decision, whatever update() does meanwhile
+        route, space, bare, source = rt.route_request(table, host, path, req.space, req.baggage)
         if route is None:
-            return self._error(req, "", 404, "no_route", f"no route for host {host or ''!r} and path {path!r}")
+            if space is None:
+                return self._error(req, None, 404, "no_route", f"no route for host {host or ''!r} and path {path!r}")
+            chain = table.chains.get(space)
+            if chain is None:
+                return self._error(req, None, 404, "no_space",
+                                   f"no space {space[:80]!r} (requested by the {_SOURCES[source]})")
+            return self._error(req, None, 404, "no_route",
+                               f"no route for host {bare!r} and path {path!r} in space {space!r} "
+                               f"(looked in {', '.join(map(repr, chain))})")
         if not route.endpoints:
-            return self._error(req, route.service, 503, "no_ready_instance",
+            return self._error(req, route, 503, "no_ready_instance",
                                f"service {route.service!r} (namespace {route.namespace!r}) has no ready instance")
-        self.gw.metrics.enter(route.service)
+        metrics = self.gw.metrics
+        metrics.enter(route.service, route.namespace)
         try:
-            return await self._forward(req, route, path.encode("latin-1") if url_host is not None else target)
+            return await self._forward(req, route, path.encode("latin-1") if url_host is not None else target, space)
         finally:
-            self.gw.metrics.leave(route.service)
+            metrics.leave(route.service, route.namespace)
 
-    async def _forward(self, req: _Req, route: rt.Route, target: bytes) -> bool:
+    async def _forward(self, req: _Req, route: rt.Route, target: bytes, space: str | None) -> bool:
         gw = self.gw
         tried: set[str] = set()
         while True:
             gw.turn += 1
             ep = rt.choose(route.endpoints, gw.outstanding, tried, gw.turn)
             if ep is None:
-                return self._error(req, route.service, 502, "bad_gateway",
+                return self._error(req, route, 502, "bad_gateway",
                                    f"no instance of service {route.service!r} accepted a connection")
             tried.add(ep.instance_id)
             iid = ep.instance_id
             gw.outstanding[iid] = gw.outstanding.get(iid, 0) + 1
             try:
-                result = await self._attempt(req, route, ep, target)
+                result = await self._attempt(req, route, ep, target, space)
             finally:
                 n = gw.outstanding[iid] - 1
                 if n:
@@ -277,7 +301,8 @@ class Session:
                 return result
             # None: could not connect and the request may go elsewhere
 
-    async def _attempt(self, req: _Req, route: rt.Route, ep: rt.Endpoint, target: bytes) -> bool | None:
+    async def _attempt(self, req: _Req, route: rt.Route, ep: rt.Endpoint, target: bytes,
+                       space: str | None) -> bool | None:
         fresh = False
         while True:
             try:
@@ -285,28 +310,30 @@ class Session:
             except (OSError, TimeoutError):
                 if rt.retryable(req.method, False):
                     return None
-                return self._error(req, route.service, 502, "bad_gateway",
+                return self._error(req, route, 502, "bad_gateway",
                                    f"cannot connect to an instance of service {route.service!r}")
             try:
-                return await self._exchange(req, route, conn, target)
+                return await self._exchange(req, route, conn, target, space)
             except _NoResponse:
                 conn.close()
                 # a pooled connection the backend had closed meanwhile: once more on a fresh one
                 if reused and not fresh and rt.retryable(req.method, req.length or req.chunked):
                     fresh = True
                     continue
-                return self._error(req, route.service, 502, "bad_gateway",
+                return self._error(req, route, 502, "bad_gateway",
                                    f"instance of service {route.service!r} closed the connection without responding")
             except BaseException:
                 conn.close()
                 raise
 
-    async def _exchange(self, req: _Req, route: rt.Route, conn: UpstreamConn, target: bytes) -> bool:
+    async def _exchange(self, req: _Req, route: rt.Route, conn: UpstreamConn, target: bytes,
+                        space: str | None) -> bool:
         gw = self.gw
         uw = conn.writer
         body = "chunked" if req.chunked else "length" if req.length else "none"
         upgrade = rt.header(req.headers, b"upgrade") if req.upgrade else None
-        uw.write(rt.upstream_request_head(req.method, target, req.headers, self.client_ip, body=body, upgrade=upgrade))
+        uw.write(rt.upstream_request_head(req.method, target, req.headers, self.client_ip, body=body, upgrade=upgrade,
+                                          space=space))
         if body != "none":
             if req.expect and not req.complete:
                 self.writer.write(CONTINUE)
@@ -314,7 +341,7 @@ class Session:
                 await self._send_body(req, uw, body == "chunked")
             except (ConnectionError, TimeoutError):  # the backend stopped taking the body
                 conn.close()
-                return self._error(req, route.service, 502, "bad_gateway",
+                return self._error(req, route, 502, "bad_gateway",
                                    f"instance of service {route.service!r} did not accept the request body")
         resp = _Resp(req.method, req.http11, req.keep_alive and self.upgrade_tail is None)
         parser = resp.parser = httptools.HttpResponseParser(resp)
@@ -347,7 +374,7 @@ class Session:
                         if resp.upgraded:
                             resp.out.append(data[e.args[0]:])
                             cw.writelines(resp.out)
-                            gw.metrics.done(route.service, 101, time.perf_counter() - req.t0)
+                            gw.metrics.done(route.service, route.namespace, 101, time.perf_counter() - req.t0)
                             break
                         raise _BadResponse
                     except httptools.HttpParserCallbackError:
@@ -364,17 +391,17 @@ class Session:
             conn.close()
             if sent:  # the head is out: cutting the connection is all that is left to say
                 self.abort = True
-                gw.metrics.done(route.service, resp.status or 504, time.perf_counter() - req.t0)
+                gw.metrics.done(route.service, route.namespace, resp.status or 504, time.perf_counter() - req.t0)
                 return False
-            return self._error(req, route.service, 504, "gateway_timeout",
+            return self._error(req, route, 504, "gateway_timeout",
                                f"instance of service {route.service!r} did not respond within {gw.response_timeout:g}s")
         except _BadResponse:
             conn.close()
             if sent or resp.out and resp.head_done:
                 self.abort = True
-                gw.metrics.done(route.service, resp.status or 502, time.perf_counter() - req.t0)
+                gw.metrics.done(route.service, route.namespace, resp.status or 502, time.perf_counter() - req.t0)
                 return False
-            return self._error(req, route.service, 502, "bad_gateway",
+            return self._error(req, route, 502, "bad_gateway",
                                f"instance of service {route.service!r} sent a broken response")
         except ConnectionError:  # the client went away while we wrote to it
             conn.close()
@@ -389,7 +416,7 @@ class Session:
             gw.pool.release(conn)
         else:
             conn.close()
-        gw.metrics.done(route.service, resp.status, time.perf_counter() - req.t0)
+        gw.metrics.done(route.service, route.namespace, resp.status, time.perf_counter() - req.t0)
         return resp.keep_alive and req.complete and not req.upgrade
 
     async def _send_body(self, req: _Req, uw: asyncio.StreamWriter, chunked: bool) -> None:

@@ -232,9 +232,9 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
         st.hub.reports[p.name] = (key, now)
     await st.hub.wait(p.name, body.known, min(body.wait, 30.0), body.routes_known)
     generation = st.hub.generation(p.name)
-    routes_version, routes = st.routes.current()
+    routes_version, routes, spaces = st.routes.snapshot()
     if body.routes_known is None or body.routes_known == routes_version:
-        routes = None
+        routes = spaces = None
     # The agent already has this generation (a timed-out long poll, a report): say so
     # instead of reading and sending every assignment again.
     todo, epoch = (None, None) if generation == body.known else await _batchers(st).assignments.submit(p.name)
@@ -243,4 +243,4 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
     # on every sync costs more than the rest of the request
     return JSONResponse({"node": p.name, "generation": generation, "assignments": todo, "epoch": epoch,
                          "heartbeat_interval": st.hub.heartbeat_interval(), "routes": routes,
-                         "routes_version": routes_version})
+                         "routes_version": routes_version, "spaces": spaces})

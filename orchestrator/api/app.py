@@ -20,6 +20,8 @@ from orchestrator.api import logs as logs_api
 from orchestrator.api import apply as apply_api
 from orchestrator.api import control, openapi, security, tokens
 from orchestrator.api import routes as routes_api
+from orchestrator.api import namespaces as namespaces_api
+from orchestrator.api import deps
 from orchestrator.limits import BodyLimit
 from orchestrator.api.deps import State, role
 from orchestrator.auth import Principal
@@ -106,8 +108,15 @@ def create_app(settings: Settings) -> FastAPI:
                     "whose `Allow` header names those it does (`components.responses.MethodNotAllowed`).",
     )
     errors.install(app)
-    app.include_router(services.router)
-    app.include_router(apply_api.router)  # POST /v1/apply
+    # the services API twice: unprefixed it means namespace default, under /v1/namespaces/{ns} that one
+    in_namespace = dict(prefix="/v1/namespaces/{ns}", dependencies=[Depends(deps.namespace_path)])
+    app.include_router(services.router, prefix="/v1")
+    app.include_router(apply_api.router, prefix="/v1")  # POST /v1/apply
+    app.include_router(routes_api.services_router, prefix="/v1")  # GET /v1/services/{name}/endpoints
+    app.include_router(namespaces_api.router)
+    app.include_router(services.router, **in_namespace)
+    app.include_router(apply_api.router, **in_namespace)
+    app.include_router(routes_api.services_router, **in_namespace)
     app.include_router(cluster.router)
     app.include_router(agent.router)
     app.include_router(logs_api.router)

@@ -16,13 +16,15 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator import policy, service_ops as ops
-from orchestrator.api.deps import State, YamlRoute, role, state
+from orchestrator.api.deps import State, YamlRoute, namespace, role, state
 from orchestrator.api.services import ServiceOut, change_cause
 from orchestrator.auth import Principal
 from orchestrator.errors import Conflict, DockyardError, Forbidden, ValidationFailed
+from orchestrator.namespaces import key
 from orchestrator.spec import ServiceApply, dns_label
 
-router = APIRouter(prefix="/v1", tags=["services"], route_class=YamlRoute)
+# mounted at /v1 (namespace default) and at /v1/namespaces/{ns} (api/app.py)
+router = APIRouter(tags=["services"], route_class=YamlRoute)
 MAX_SERVICES = 1000
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or invalid token"},
@@ -151,9 +153,9 @@ class _Rehearsed(Exception):
         self.results = results
 
 
-def run(st: State, body: ApplyIn, p: Principal, cause: str | None) -> list[dict]:
+def run(st: State, body: ApplyIn, p: Principal, cause: str | None, ns: str = "default") -> list[dict]:
     items, refused = parse(body.services, cause)
-    pairs = [(name, b) for _, name, b in items]
+    pairs = [(key(ns, name), b) for _, name, b in items]
     check = policy.checker(st.settings, p)
     now = time.time()
 
@@ -195,7 +197,7 @@ def run(st: State, body: ApplyIn, p: Principal, cause: str | None) -> list[dict]
 
 @router.post("/apply", response_model=ApplyOut, responses=ERRORS)
 async def apply_services(body: ApplyIn, cause: str | None = Depends(change_cause), st: State = Depends(state),
-                         p: Principal = Depends(role("operator"))) -> dict:
+                         p: Principal = Depends(role("operator")), ns: str = Depends(namespace)) -> dict:
     """Create or update every service of the body in one transaction: all of them or none.
 
     Each service is checked as PUT /v1/services/{name} checks it, plus duplicate names and
@@ -203,4 +205,4 @@ async def apply_services(body: ApplyIn, cause: str | None = Depends(change_cause
     service and lists each bad field with its path (["services", index, field...]); nothing is
     written. `dry_run` answers what would happen and writes nothing.
     """
-    return {"results": await run_in_threadpool(run, st, body, p, cause)}
+    return {"results": await run_in_threadpool(run, st, body, p, cause, ns)}

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from orchestrator import agent_keys
+from orchestrator import namespaces as nsops
 from orchestrator import events as ev_mod
 from orchestrator.api.deps import State, YamlRoute, role, state
 from orchestrator.auth import Principal
@@ -29,6 +30,7 @@ class EventOut(BaseModel):
     time: str | None
     kind: str
     service: str | None
+    namespace: str | None = None
     node: str | None
     instance: str | None
     message: str
@@ -130,11 +132,14 @@ def delete_node(name: str, st: State = Depends(state), p: Principal = Depends(ro
 
 @router.get("/instances")
 def list_instances(service: str | None = None, node: str | None = None, all: bool = False,
-                   st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> list[dict]:
+                   namespace: str | None = Query(default=None, max_length=63, description=(
+                       "only this namespace's (and `service` is a name in it; default: default)")),
+                   st: State = Depends(state), p: Principal = Depends(role("viewer"))) -> list[dict]:
     def read(s):  # type: ignore[no-untyped-def]
         q = select(Instance).order_by(Instance.service_name, Instance.slot)
+        q = _scoped(q, Instance.service_name, namespace, p)
         if service:
-            q = q.where(Instance.service_name == service)
+            q = q.where(Instance.service_name == nsops.key(namespace or nsops.DEFAULT, service))
         if node:
             q = q.where(Instance.node_name == node)
         if not all:
@@ -144,22 +149,38 @@ def list_instances(service: str | None = None, node: str | None = None, all: boo
     return st.db.run(read)
 
 
+def _scoped(q, column, namespace: str | None, p: Principal):  # type: ignore[no-untyped-def]
+    """Narrow a query on service keys to one namespace and to what the token may see."""
+    if namespace is not None:
+        if not p.sees(namespace):
+            raise NotFound(f"namespace {namespace!r} not found")
+        q = q.where(nsops.key_in(column, namespace))
+    elif p.namespaces is not None:
+        q = q.where(nsops.keys_in(column, p.namespaces))
+    return q
+
+
 @router.get("/instances/{instance_id}")
-def get_instance(instance_id: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
+def get_instance(instance_id: str, st: State = Depends(state), p: Principal = Depends(role("viewer"))) -> dict:
     def read(s):  # type: ignore[no-untyped-def]
         i = s.get(Instance, instance_id)
-        if i is None:
+        if i is None or not p.sees(nsops.split(i.service_name)[0]):
             raise NotFound(f"instance {instance_id!r} not found")
         return instance_dict(i)
 
     return st.db.run(read)
 
 
-def _query_events(st: State, service: str | None, node: str | None, since: int | None, limit: int, oldest_first: bool):
+def _query_events(st: State, service: str | None, node: str | None, since: int | None, limit: int, oldest_first: bool,
+                  namespace: str | None = None, p: Principal | None = None):
     def read(s):  # type: ignore[no-untyped-def]
         q = select(Event)
+        if namespace is not None:
+            q = q.where(Event.namespace == namespace)
+        if p is not None and p.namespaces is not None:  # a scoped token: its namespaces' events only
+            q = q.where(Event.namespace.in_(p.namespaces))
         if service:
-            q = q.where(Event.service == service)
+            q = q.where(Event.service == nsops.key(namespace or nsops.DEFAULT, service))
         if node:
             q = q.where(Event.node == node)
         if since is not None:
@@ -174,15 +195,19 @@ def _query_events(st: State, service: str | None, node: str | None, since: int |
     "description": "the events, newest first; with " + SSE,
     "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
 async def list_events(request: Request, service: str | None = None, node: str | None = None,
+                      namespace: str | None = Query(default=None, max_length=63, description=(
+                          "only this namespace's events (and `service` is a name in it; default: default)")),
                       since: int | None = Query(default=None, ge=0, le=INT32_MAX, description="only events after this id"),
                       limit: int = Query(default=100, ge=1, le=1000), watch: bool = False,
                       last_event_id: int | None = Header(
                           default=None, alias="Last-Event-ID", ge=0, le=INT32_MAX,
                           description="with watch=true and no since: resume after this event id (what an "
                                       "EventSource sends when it reconnects)"),
-                      st: State = Depends(state), _: Principal = Depends(role("viewer"))):
+                      st: State = Depends(state), p: Principal = Depends(role("viewer"))):
+    if namespace is not None and not p.sees(namespace):
+        raise NotFound(f"namespace {namespace!r} not found")
     if not watch:
-        return JSONResponse(await run_in_threadpool(_query_events, st, service, node, since, limit, False))
+        return JSONResponse(await run_in_threadpool(_query_events, st, service, node, since, limit, False, namespace, p))
 
     if since is None and last_event_id is not None:  # an EventSource reconnecting: resume after what it saw
         since = last_event_id
@@ -193,7 +218,7 @@ async def list_events(request: Request, service: str | None = None, node: str | 
             latest = await run_in_threadpool(_query_events, st, None, None, None, 1, False)
             cursor = latest[0]["id"] if latest else 0
         while not await request.is_disconnected():
-            batch = await run_in_threadpool(_query_events, st, service, node, cursor, 500, True)
+            batch = await run_in_threadpool(_query_events, st, service, node, cursor, 500, True, namespace, p)
             for e in batch:
                 cursor = e["id"]
                 yield f"id: {e['id']}\nevent: {e['kind']}\ndata: {json.dumps(e)}\n\n"

@@ -8,13 +8,15 @@ import time
 from typing import Callable
 
 import yaml
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.routing import APIRoute
 
 from orchestrator.auth import Principal, authenticate, bearer, hash_secret
 from orchestrator.bounds import INT32_MAX
-from orchestrator.errors import BadRequest, Forbidden, ValidationFailed
+from orchestrator import namespaces
+from orchestrator.errors import BadRequest, Forbidden, NotFound, ValidationFailed
+from orchestrator.namespaces import DEFAULT
 from orchestrator.read_cache import ReadCache
 
 
@@ -70,6 +72,30 @@ async def node_principal(p: Principal = Depends(principal)) -> Principal:
 
 
 node_principal.required_role = "node"  # type: ignore[attr-defined]
+
+
+NamespaceName = Path(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", max_length=63,
+                     description="a namespace (or space); the routes without it mean `default`")
+
+
+async def namespace_path(request: Request, ns: str = NamespaceName) -> None:
+    """Set on the `/v1/namespaces/{ns}/...` mounts of the services and apply routers: which
+    namespace the request is about (read by `namespace`)."""
+    request.state.namespace = ns
+
+
+async def namespace(request: Request, p: Principal = Depends(principal)) -> str:
+    """The namespace a services request is about: `{ns}` of a namespaced path, else default.
+
+    A namespace the token may not see, or that does not exist, is a 404 either way, so a
+    scoped token learns nothing about names outside its scope."""
+    ns = getattr(request.state, "namespace", None) or DEFAULT
+    if not p.sees(ns):
+        raise NotFound(f"namespace {ns!r} not found")
+    if ns != DEFAULT:  # default always exists (it cannot be deleted)
+        st: State = request.app.state.dy
+        await run_in_threadpool(st.db.run, lambda s: namespaces.get(s, ns))
+    return ns
 
 
 async def if_match(if_match: str | None = Header(

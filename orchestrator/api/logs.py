@@ -22,6 +22,7 @@ from orchestrator.api.deps import State, role, state
 from orchestrator.auth import Principal
 from orchestrator.errors import Conflict, DockyardError, NotFound, Unavailable
 from orchestrator.models import Instance, Node
+from orchestrator.namespaces import split
 
 router = APIRouter(prefix="/v1", tags=["cluster"])
 CONNECT_TIMEOUT = 5.0
@@ -34,11 +35,11 @@ class BadGateway(DockyardError):
     status, code = 502, "bad_gateway"
 
 
-def _target(st: State, instance_id: str) -> tuple[str, str, str, str | None]:
+def _target(st: State, instance_id: str, p: Principal | None = None) -> tuple[str, str, str, str | None]:
     """(agent URL, agent key, node name, pinned agent certificate) for the node an instance runs on."""
     def read(s):  # type: ignore[no-untyped-def]
         i = s.get(Instance, instance_id)
-        if i is None:
+        if i is None or (p is not None and not p.sees(split(i.service_name)[0])):
             raise NotFound(f"instance {instance_id!r} not found")
         if i.node_name is None:
             raise Conflict(f"instance {instance_id!r} is not placed on a node yet, so it has no logs")
@@ -80,8 +81,8 @@ async def _close(r: httpx.Response | None, client: httpx.AsyncClient) -> None:
 async def instance_logs(instance_id: str, tail: int | None = Query(default=None, ge=0, le=MAX_TAIL,
                                                                          description="last N lines (default all)"),
                         follow: bool = Query(default=False, description="keep streaming new output"),
-                        st: State = Depends(state), _: Principal = Depends(role("viewer"))):
-    url, key, node, pin = await run_in_threadpool(_target, st, instance_id)
+                        st: State = Depends(state), p: Principal = Depends(role("viewer"))):
+    url, key, node, pin = await run_in_threadpool(_target, st, instance_id, p)
     try:
         verify = agent_tls.verify_for(st.settings, node, url, pin)
     except agent_tls.AgentTLSError as exc:

@@ -17,6 +17,8 @@ application/json. 405 answers carry `Allow` (errors.py); components.responses do
 """
 from __future__ import annotations
 
+import re
+
 import json
 from typing import Any, Optional
 
@@ -45,12 +47,18 @@ ALLOW = {"Allow": {"description": "the methods the path serves, e.g. `GET, PATCH
 class _Needs:
     """What a route's dependency tree asks for."""
 
-    def __init__(self, route: APIRoute):
+    def __init__(self, route: APIRoute, path: str = ""):
         self.calls: set[Any] = set()
         self.path: list[str] = []
         self.inputs: list[str] = []  # parameters that can fail validation
         self.body = route.body_field is not None
         self.walk(route.dependant)
+        # a parameter of the path that a router mounted with its own dependencies reads (the
+        # {ns} of /v1/namespaces/{ns}/...): newer FastAPI keeps those out of route.dependant
+        for name in re.findall(r"{(\w+)}", path):
+            if name not in self.path:
+                self.path.append(name)
+                self.inputs.append(name)
 
     def walk(self, d: Dependant) -> None:
         if d.call is not None:
@@ -71,7 +79,7 @@ def _free(f: Any) -> bool:
 
 def derived(path: str, route: APIRoute, method: str) -> dict[int, tuple[str, dict[str, Any]]]:
     """{status: (description, headers)} of the error answers an operation can give."""
-    needs = _Needs(route)
+    needs = _Needs(route, path)
     role = required_role(route.dependant)
     out: dict[int, tuple[str, dict[str, Any]]] = {}
     if needs.body or deps.if_match in needs.calls:

@@ -6,12 +6,15 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from orchestrator import service_ops as ops
-from orchestrator.api.deps import State, role, state
+from orchestrator.api.deps import State, namespace, role, state
 from orchestrator.auth import Principal
 from orchestrator.core import routes as core
 from orchestrator.models import Instance, Node
+from orchestrator.namespaces import key, split
 
 router = APIRouter(prefix="/v1", tags=["gateway"])
+# mounted at /v1 (namespace default) and at /v1/namespaces/{ns} (api/app.py)
+services_router = APIRouter(tags=["gateway"])
 
 
 def endpoints(s, name: str) -> dict:  # type: ignore[no-untyped-def]
@@ -30,21 +33,27 @@ def endpoints(s, name: str) -> dict:  # type: ignore[no-untyped-def]
                         "ports": [{"container_port": c, "host_port": h} for c, h in i.host_ports]})
     routes = [{"host": h, "path_prefix": p, "port": port, "url": f"http://{h}{'' if p == '/' else p}"}
               for h, p, port in core.keys(name, svc.spec)]
-    return {"service": name, "endpoints": out, "routes": routes}
+    ns, short = split(name)
+    return {"service": short, "namespace": ns, "endpoints": out, "routes": routes}
 
 
-@router.get("/services/{name}/endpoints")
-def service_endpoints(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
+@services_router.get("/services/{name}/endpoints")
+def service_endpoints(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer")),
+                      ns: str = Depends(namespace)) -> dict:
     """The service's ready instances (node address and host ports), for clients that balance
     themselves, and the routes its spec exposes through the gateways (docs/gateway.md)."""
-    return st.db.run(lambda s: endpoints(s, name))
+    return st.db.run(lambda s: endpoints(s, key(ns, name)))
 
 
 @router.get("/routes")
-async def routing_table(st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
-    """The routing table as this server hands it to the gateways, and its version."""
-    version, table = st.routes.current()  # type: ignore[attr-defined]
+async def routing_table(st: State = Depends(state), p: Principal = Depends(role("viewer"))) -> dict:
+    """The routing table as this server hands it to the gateways, its version, and the spaces
+    map (each namespace's parent) the gateways fall back through."""
+    version, table, spaces = st.routes.snapshot()  # type: ignore[attr-defined]
+    if p.namespaces is not None:  # a scoped token sees its namespaces' routes only
+        table = [r for r in table if p.sees(r.get("namespace", "default"))]
+        spaces = {n: par for n, par in spaces.items() if p.sees(n)}
     gateways = await run_in_threadpool(st.db.run, lambda s: [
         {"node": r.name, "listen": r.gateway} for r in s.execute(
             select(Node.name, Node.gateway).where(Node.gateway != "", Node.status == "ready").order_by(Node.name))])
-    return {"version": version, "routes": table, "gateways": gateways}
+    return {"version": version, "routes": table, "spaces": spaces, "gateways": gateways}

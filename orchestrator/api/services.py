@@ -11,20 +11,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator import policy, revisions, service_ops as ops
 from orchestrator.bounds import INT32_MAX
-from orchestrator.api.deps import State, YamlRoute, if_match, role, state
+from orchestrator.api.deps import State, YamlRoute, if_match, namespace, role, state
 from orchestrator.auth import Principal
 from orchestrator.models import Instance, Revision, Service
+from orchestrator.namespaces import key
 from orchestrator.spec import Scale, ServiceApply
 from sqlalchemy import select
 
 # error responses are documented per operation by api/openapi.py, derived from the dependencies
-router = APIRouter(prefix="/v1/services", tags=["services"], route_class=YamlRoute)
+# mounted twice (api/app.py): at /v1/services (namespace default) and at /v1/namespaces/{ns}/services
+router = APIRouter(prefix="/services", tags=["services"], route_class=YamlRoute)
 # revision numbers start at 1 and live in an Integer column
 RevisionNumber = Annotated[int, Path(ge=1, le=INT32_MAX, description="a revision number (1, 2, ...)")]
 
 
 class ServiceOut(BaseModel):
     name: str
+    namespace: str
     stack: str | None
     replicas: int
     revision: int
@@ -71,9 +74,10 @@ def _etag(response: Response, out: dict) -> JSONResponse:
 
 
 @router.get("", response_model=list[ServiceOut])
-def list_services(stack: str | None = None, st: State = Depends(state), _: Principal = Depends(role("viewer"))):
+def list_services(stack: str | None = None, st: State = Depends(state), _: Principal = Depends(role("viewer")),
+                  ns: str = Depends(namespace)):
     def read(s):  # type: ignore[no-untyped-def]
-        q = select(Service).order_by(Service.name)
+        q = select(Service).where(Service.namespace == ns).order_by(Service.name)
         if stack:
             q = q.where(Service.stack == stack)
         svcs = list(s.scalars(q))
@@ -97,16 +101,17 @@ async def _cached_one(st: State, name: str) -> dict:
 
 @router.get("/{name}", response_model=ServiceOut)
 async def get_service(name: str, response: Response, st: State = Depends(state),
-                      _: Principal = Depends(role("viewer"))):
-    return _etag(response, await _cached_one(st, name))
+                      _: Principal = Depends(role("viewer")), ns: str = Depends(namespace)):
+    return _etag(response, await _cached_one(st, key(ns, name)))
 
 
 @router.put("/{name}", response_model=ServiceOut, status_code=200, responses={201: {"description": "created", "model": ServiceOut}})
 async def put_service(name: str, body: ServiceApply, response: Response, match: int | None = Depends(if_match),
                       cause: str | None = Depends(change_cause), st: State = Depends(state),
-                      p: Principal = Depends(role("operator"))):
+                      p: Principal = Depends(role("operator")), ns: str = Depends(namespace)):
     if cause and body.change_cause is None:  # the body's field wins over the header
         body = body.model_copy(update={"change_cause": cause})
+    name = key(ns, name)
     cached = st.reads.get(name, time.time())
     if cached is not None and ops.is_noop(name, cached["version"], cached["replicas"], cached["stack"],
                                           cached["spec"], body, match):
@@ -135,8 +140,8 @@ def _put(st: State, name: str, body: ServiceApply, response: Response, match: in
 @router.patch("/{name}", response_model=ServiceOut)
 def patch_service(name: str, response: Response, body: dict[str, Any] = Body(..., examples=[{"replicas": 5}]),
                   match: int | None = Depends(if_match), cause: str | None = Depends(change_cause),
-                  st: State = Depends(state), p: Principal = Depends(role("operator"))):
-    now = time.time()
+                  st: State = Depends(state), p: Principal = Depends(role("operator")), ns: str = Depends(namespace)):
+    now, name = time.time(), key(ns, name)
     if cause and isinstance(body, dict) and "change_cause" not in body:
         body = {**body, "change_cause": cause}
     check = policy.checker(st.settings, p)
@@ -148,7 +153,8 @@ def patch_service(name: str, response: Response, body: dict[str, Any] = Body(...
 
 @router.post("/{name}/scale", response_model=ServiceOut)
 def scale_service(name: str, body: Scale, response: Response, match: int | None = Depends(if_match),
-                  st: State = Depends(state), p: Principal = Depends(role("operator"))):
+                  st: State = Depends(state), p: Principal = Depends(role("operator")), ns: str = Depends(namespace)):
+    name = key(ns, name)
     st.db.run(lambda s: ops.scale(s, name, body.replicas, if_match=match, actor=p.label, now=time.time()))
     st.loop.kick()
     return _etag(response, _one(st, name))
@@ -156,16 +162,18 @@ def scale_service(name: str, body: Scale, response: Response, match: int | None 
 
 @router.delete("/{name}", status_code=202)
 def delete_service(name: str, match: int | None = Depends(if_match), st: State = Depends(state),
-                   p: Principal = Depends(role("operator"))) -> dict:
-    nodes = st.db.run(lambda s: ops.delete(s, name, if_match=match, actor=p.label, now=time.time()))
+                   p: Principal = Depends(role("operator")), ns: str = Depends(namespace)) -> dict:
+    nodes = st.db.run(lambda s: ops.delete(s, key(ns, name), if_match=match, actor=p.label, now=time.time()))
     st.hub.bump(nodes)
     st.loop.kick()
-    return {"name": name, "deleted": True, "message": "service deleted; its containers are being stopped"}
+    return {"name": name, "namespace": ns, "deleted": True, "message": "service deleted; its containers are being stopped"}
 
 
 @router.get("/{name}/instances")
 def service_instances(name: str, all: bool = False, st: State = Depends(state),
-                      _: Principal = Depends(role("viewer"))) -> list[dict]:
+                      _: Principal = Depends(role("viewer")), ns: str = Depends(namespace)) -> list[dict]:
+    name = key(ns, name)
+
     def read(s):  # type: ignore[no-untyped-def]
         ops.load(s, name)
         q = select(Instance).where(Instance.service_name == name).order_by(Instance.slot, Instance.created_at)
@@ -177,7 +185,10 @@ def service_instances(name: str, all: bool = False, st: State = Depends(state),
 
 
 @router.get("/{name}/revisions")
-def list_revisions(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> list[dict]:
+def list_revisions(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer")),
+                   ns: str = Depends(namespace)) -> list[dict]:
+    name = key(ns, name)
+
     def read(s):  # type: ignore[no-untyped-def]
         svc = ops.load(s, name)
         revs = s.scalars(select(Revision).where(Revision.service_name == name).order_by(Revision.number.desc()))
@@ -187,7 +198,10 @@ def list_revisions(name: str, st: State = Depends(state), _: Principal = Depends
 
 
 @router.get("/{name}/revisions/{number}")
-def get_revision(name: str, number: RevisionNumber, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
+def get_revision(name: str, number: RevisionNumber, st: State = Depends(state), _: Principal = Depends(role("viewer")),
+                 ns: str = Depends(namespace)) -> dict:
+    name = key(ns, name)
+
     def read(s):  # type: ignore[no-untyped-def]
         svc = ops.load(s, name)
         return revisions.as_dict(revisions.get(s, name, number), svc.revision)
@@ -197,7 +211,9 @@ def get_revision(name: str, number: RevisionNumber, st: State = Depends(state), 
 
 @router.get("/{name}/revisions/{a}/diff/{b}")
 def diff_revisions(name: str, a: RevisionNumber, b: RevisionNumber, st: State = Depends(state),
-                   _: Principal = Depends(role("viewer"))) -> dict:
+                   _: Principal = Depends(role("viewer")), ns: str = Depends(namespace)) -> dict:
+    name = key(ns, name)
+
     def read(s):  # type: ignore[no-untyped-def]
         ops.load(s, name)
         ra, rb = revisions.get(s, name, a), revisions.get(s, name, b)
@@ -215,22 +231,27 @@ def _rollout(st: State, name: str) -> dict:
 
 
 @router.get("/{name}/rollout")
-def rollout_status(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer"))) -> dict:
+def rollout_status(name: str, st: State = Depends(state), _: Principal = Depends(role("viewer")),
+                   ns: str = Depends(namespace)) -> dict:
     """Phase (progressing, complete, paused, rolled_back), why it stopped, old/new/ready counts."""
-    return _rollout(st, name)
+    return _rollout(st, key(ns, name))
 
 
 @router.post("/{name}/rollout/pause")
-def pause_rollout(name: str, st: State = Depends(state), p: Principal = Depends(role("operator"))) -> dict:
+def pause_rollout(name: str, st: State = Depends(state), p: Principal = Depends(role("operator")),
+                  ns: str = Depends(namespace)) -> dict:
     """Roll no further (lost instances are still replaced). 409 unless a rollout is progressing."""
+    name = key(ns, name)
     st.db.run(lambda s: ops.pause_rollout(s, name, actor=p.label, now=time.time()))
     st.loop.kick()
     return _rollout(st, name)
 
 
 @router.post("/{name}/rollout/resume")
-def resume_rollout(name: str, st: State = Depends(state), p: Principal = Depends(role("operator"))) -> dict:
+def resume_rollout(name: str, st: State = Depends(state), p: Principal = Depends(role("operator")),
+                   ns: str = Depends(namespace)) -> dict:
     """Carry on a paused rollout; failed new instances are replaced and the deadline restarts."""
+    name = key(ns, name)
     st.db.run(lambda s: ops.resume_rollout(s, name, actor=p.label, now=time.time()))
     st.loop.kick()
     return _rollout(st, name)
@@ -238,7 +259,8 @@ def resume_rollout(name: str, st: State = Depends(state), p: Principal = Depends
 
 @router.post("/{name}/rollback", response_model=ServiceOut)
 def rollback(name: str, response: Response, body: RollbackIn | None = None, st: State = Depends(state),
-             p: Principal = Depends(role("operator"))):
+             p: Principal = Depends(role("operator")), ns: str = Depends(namespace)):
+    name = key(ns, name)
     check = policy.checker(st.settings, p)
     st.db.run(lambda s: ops.rollback(s, name, body.revision if body else None, actor=p.label, now=time.time(),
                                      check=check))

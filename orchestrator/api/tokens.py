@@ -18,13 +18,15 @@ from sqlalchemy import select
 
 from orchestrator.api.deps import State, YamlRoute, role, state
 from orchestrator.auth import Principal, hash_secret, new_secret, set_join_token
-from orchestrator.errors import Conflict, NotFound, ValidationFailed
+from orchestrator import namespaces
+from orchestrator.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from orchestrator.events import record
 from orchestrator.models import Token
 from orchestrator.service_ops import iso
 
 # error responses are documented per operation by api/openapi.py, derived from the dependencies
 router = APIRouter(prefix="/v1", tags=["tokens"], route_class=YamlRoute)
+NS_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 TOKEN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$")
 BOOTSTRAP_ID = "bootstrap-admin"
 MAX_LIFETIME = 10 * 365 * 86400.0
@@ -38,6 +40,19 @@ class TokenIn(BaseModel):
     role: Literal["viewer", "operator", "admin"]
     expires_in: float | None = Field(default=None, gt=0, le=MAX_LIFETIME, description="seconds from now")
     expires_at: datetime | None = Field(default=None, description="absolute expiry (ISO 8601), before the year 10000")
+    namespaces: list[str] | None = Field(default=None, max_length=100, description=(
+        "limit the token to these namespaces (existing ones): it sees and changes nothing else, and a name "
+        "outside them is a 404; omitted: every namespace"), examples=[["alice"]])
+
+    @field_validator("namespaces")
+    @classmethod
+    def _namespaces(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        for ns in v:
+            if not NS_NAME.fullmatch(ns):
+                raise ValueError(f"{ns[:70]!r} is not a namespace name (a DNS label)")
+        return sorted(set(v))
 
     @field_validator("name")
     @classmethod
@@ -69,6 +84,7 @@ class TokenOut(BaseModel):
     last_used_at: str | None
     expires_at: str | None
     expired: bool
+    namespaces: list[str] | None = Field(description="the only namespaces it may use; null: all")
 
 
 class TokenCreated(TokenOut):
@@ -80,16 +96,22 @@ class JoinTokenOut(BaseModel):
     message: str
 
 
+def _unscoped(p: Principal) -> None:
+    if p.namespaces is not None:
+        raise Forbidden("a token limited to namespaces cannot manage tokens: use an admin token for every namespace")
+
+
 def token_dict(t: Token, now: float) -> dict:
     return {"id": t.id, "name": t.name, "role": t.role, "created_at": iso(t.created_at),
             "last_used_at": iso(t.last_used_at), "expires_at": iso(t.expires_at),
-            "expired": t.expires_at is not None and t.expires_at <= now}
+            "expired": t.expires_at is not None and t.expires_at <= now, "namespaces": t.namespaces}
 
 
 @router.post("/tokens", status_code=201, response_model=TokenCreated)
 def create_token(body: TokenIn, response: Response, st: State = Depends(state),
                  p: Principal = Depends(role("admin"))) -> dict:
     response.headers["Cache-Control"] = "no-store"
+    _unscoped(p)
     now = time.time()
     expires = body.expiry(now)
     if expires is not None and expires <= now:
@@ -102,8 +124,13 @@ def create_token(body: TokenIn, response: Response, st: State = Depends(state),
     def write(s):  # type: ignore[no-untyped-def]
         if s.scalars(select(Token).where(Token.name == body.name)).first() is not None:
             raise Conflict(f"a token named {body.name!r} exists: names identify tokens in the audit trail")
+        if body.namespaces is not None:
+            known = namespaces.parents(s)
+            if missing := [ns for ns in body.namespaces if ns not in known]:
+                raise ValidationFailed(f"no namespace {missing[0]!r}",
+                                       [{"field": "namespaces", "problem": f"no namespace {ns!r}"} for ns in missing])
         t = Token(id="tok_" + secrets.token_hex(8), name=body.name, role=body.role, hash=hash_secret(secret),
-                  created_at=now, expires_at=expires)
+                  created_at=now, expires_at=expires, namespaces=body.namespaces)
         s.add(t)
         record(s, "token_created", f"token {body.name!r} ({body.role}) created"
                + (f", expires {iso(expires)}" if expires else ""), actor=p.label, now=now)
@@ -113,13 +140,15 @@ def create_token(body: TokenIn, response: Response, st: State = Depends(state),
 
 
 @router.get("/tokens", response_model=list[TokenOut])
-def list_tokens(st: State = Depends(state), _: Principal = Depends(role("admin"))) -> list[dict]:
+def list_tokens(st: State = Depends(state), p: Principal = Depends(role("admin"))) -> list[dict]:
+    _unscoped(p)
     now = time.time()
     return st.db.run(lambda s: [token_dict(t, now) for t in s.scalars(select(Token).order_by(Token.created_at))])
 
 
 @router.delete("/tokens/{token_id}")
 def delete_token(token_id: str, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
+    _unscoped(p)
     def write(s):  # type: ignore[no-untyped-def]
         t = s.get(Token, token_id)
         if t is None:
@@ -138,6 +167,7 @@ def delete_token(token_id: str, st: State = Depends(state), p: Principal = Depen
 
 @router.post("/cluster/join-token/rotate", response_model=JoinTokenOut, tags=["cluster"])
 def rotate_join_token(response: Response, st: State = Depends(state), p: Principal = Depends(role("admin"))) -> dict:
+    _unscoped(p)
     secret = new_secret("dyj")
 
     def write(s):  # type: ignore[no-untyped-def]

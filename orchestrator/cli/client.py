@@ -113,8 +113,10 @@ def _ca_context(path: str, source: str) -> Any:
 class Client:
     """A thin HTTP client: JSON in, JSON out, errors as ApiError/CliError."""
 
-    def __init__(self, conn: Conn, timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
+    def __init__(self, conn: Conn, timeout: float = 30.0, transport: httpx.BaseTransport | None = None,
+                 namespace: str | None = None):
         self.conn = conn
+        self.namespace = namespace if namespace and namespace != "default" else None
         headers = {"Accept": "application/json", "User-Agent": "dockyard-cli"}
         if conn.token:
             headers["Authorization"] = f"Bearer {conn.token}"
@@ -123,6 +125,7 @@ class Client:
 
     # -- plain requests ----------------------------------------------------------------
     def request(self, method: str, path: str, *, ok404: bool = False, **kw: Any) -> Any:
+        path, kw = self.in_namespace(path, kw)
         with self._errors(method, path):
             r = self.http.request(method, path, **kw)
         if ok404 and r.status_code == 404 and not _no_route(r):
@@ -135,6 +138,18 @@ class Client:
             return r.json()
         except ValueError:
             return r.text
+
+    def in_namespace(self, path: str, kw: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """With --namespace, the services API of that namespace: /v1/services/... and
+        /v1/apply move under /v1/namespaces/NS; instances and events are filtered by it."""
+        ns = self.namespace
+        if ns is None:
+            return path, kw
+        if path.startswith("/v1/services") or path == "/v1/apply":
+            return f"/v1/namespaces/{ns}{path[3:]}", kw
+        if path in ("/v1/instances", "/v1/events"):
+            return path, {**kw, "params": {**(kw.get("params") or {}), "namespace": ns}}
+        return path, kw
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.request("GET", path, **kw)
@@ -152,6 +167,8 @@ class Client:
     def stream_lines(self, path: str, params: dict | None = None) -> Iterator[str]:
         """Lines of a streamed answer (logs, SSE), read without a read timeout."""
         timeout = httpx.Timeout(10.0, read=None)
+        path, kw = self.in_namespace(path, {"params": params} if params is not None else {})
+        params = kw.get("params")
         with self._errors("GET", path):
             with self.http.stream("GET", path, params=params, timeout=timeout) as r:
                 if r.status_code >= 400:
@@ -274,7 +291,8 @@ CaFileOpt = typer.Option(None, "--ca-file", envvar="DOCKYARD_CA_FILE", show_envv
 def client() -> Client:
     """The client for the running command (built from its --server/--token/--ca-file options)."""
     if "client" not in _STATE:
-        _STATE["client"] = Client(resolve(_STATE.get("server"), _STATE.get("token"), _STATE.get("ca_file")))
+        _STATE["client"] = Client(resolve(_STATE.get("server"), _STATE.get("token"), _STATE.get("ca_file")),
+                                  namespace=_STATE.get("namespace"))
     return _STATE["client"]
 
 
@@ -311,13 +329,16 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
             None, "--token", envvar="DOCKYARD_TOKEN", show_envvar=True, rich_help_panel=PANEL,
             help="API token (default: the config file written by `dockyard up` / `dockyard login`)")),
         inspect.Parameter("ca_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=CaFileOpt),
+        inspect.Parameter("namespace", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str], default=typer.Option(
+            None, "--namespace", "-n", envvar="DOCKYARD_NAMESPACE", show_envvar=True, rich_help_panel=PANEL,
+            help="the namespace (or space) of the services (default: default)")),
     ]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, server: Optional[str] = None, token: Optional[str] = None, ca_file: Optional[str] = None,
-                dy_ctx: Any = None, **kw: Any) -> Any:
+                namespace: Optional[str] = None, dy_ctx: Any = None, **kw: Any) -> Any:
         _STATE.clear()
-        _STATE.update(server=server, token=token, ca_file=ca_file, ctx=dy_ctx)
+        _STATE.update(server=server, token=token, ca_file=ca_file, ctx=dy_ctx, namespace=namespace)
         try:
             return fn(*args, **kw)
         except CliError as exc:
@@ -341,7 +362,7 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
     wrapper.__annotations__ = {**getattr(fn, "__annotations__", {}), "server": Optional[str], "token": Optional[str],
-                               "ca_file": Optional[str], "dy_ctx": typer.Context}
+                               "ca_file": Optional[str], "namespace": Optional[str], "dy_ctx": typer.Context}
     return wrapper
 
 

@@ -32,8 +32,9 @@ def service_urls(table: dict, name: str) -> list[str]:
     ports = [g["listen"].rpartition(":")[2] for g in table.get("gateways") or [] if g.get("listen")]
     port = max(sorted(set(ports)), key=ports.count) if ports else None
     out = []
+    ns = client().namespace or "default"
     for r in table.get("routes") or []:
-        if r["service"] == name:
+        if r["service"] == name and r.get("namespace", "default") == ns:
             where = r["host"] if port in (None, "80") else f"{r['host']}:{port}"
             out.append(f"http://{where}{r['path_prefix'] if r['path_prefix'] != '/' else '/'}")
     return out
@@ -308,5 +309,8 @@ def register(app: typer.Typer) -> None:
         for i, n in enumerate(names):
             get_app.command(n, hidden=i > 0)(fn)
     describe_app.command("svc", hidden=True)(describe_service)
+    from orchestrator.cli import spaces
+
+    spaces.register(app, get_app)
     app.add_typer(get_app, name="get", rich_help_panel=PANEL)
     app.add_typer(describe_app, name="describe", rich_help_panel=PANEL)

@@ -51,7 +51,7 @@ def _params(tail: Optional[int], follow: bool) -> dict[str, Any]:
 def logs(target: str = typer.Argument(..., help="a service name (all its instances) or an instance id",
                                       autocompletion=complete_services),
          follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new lines until Ctrl-C"),
-         tail: Optional[int] = typer.Option(None, "--tail", "-n", min=0, help="only the last N lines of each instance"),
+         tail: Optional[int] = typer.Option(None, "--tail", min=0, help="only the last N lines of each instance"),
          prefix: Optional[bool] = typer.Option(None, "--prefix/--no-prefix",
                                                help="start lines with service.slot (default: when several instances)")) -> None:
     """Print the logs of a service's instances, or of one instance.

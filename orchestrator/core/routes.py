@@ -13,35 +13,52 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-NAMESPACE = "default"
 RUNNING = ("running", "healthy")
 
 
-def default_host(service: str, namespace: str = NAMESPACE) -> str:
-    """`web` -> `web.localhost`: curl and browsers resolve `*.localhost` to loopback without DNS."""
-    return f"{service}.localhost" if namespace == NAMESPACE else f"{service}.{namespace}.localhost"
+def _split(service_key: str) -> tuple[str, str]:
+    """(namespace, name) of a service key (orchestrator/namespaces.py: `web`, `alice/web`)."""
+    ns, sep, name = service_key.partition("/")
+    return (ns, name) if sep else ("default", service_key)
+
+
+def default_host(service: str) -> str:
+    """`web` -> `web.localhost`: curl and browsers resolve `*.localhost` to loopback without DNS.
+    The same in every namespace: a space's `web` overrides its parent's under the same host."""
+    return f"{service}.localhost"
 
 
 def keys(service: str, spec: Mapping[str, Any]) -> list[tuple[str, str, int]]:
-    """(host, path_prefix, port) of each route a service's spec declares."""
+    """(host, path_prefix, port) of each route a service's spec declares (service: its key)."""
     out = []
     for e in spec.get("expose") or []:
-        out.append((e.get("host") or default_host(service), e.get("path_prefix") or "/", int(e["port"])))
+        out.append((e.get("host") or default_host(_split(service)[1]), e.get("path_prefix") or "/", int(e["port"])))
     return out
 
 
-def conflict(service: str, spec: Mapping[str, Any], others: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """Why `service` may not take its routes (another service holds the same host and path
-    prefix), or None. `others`: every other service's spec, by name."""
+def conflict(service: str, spec: Mapping[str, Any], others: Mapping[str, Mapping[str, Any]],
+             parents: Mapping[str, str | None] | None = None) -> str | None:
+    """Why `service` may not take its routes, or None. `others`: every other service's spec, by
+    key; `parents`: each namespace's parent (None: a root; absent: every namespace a root).
+
+    A (host, path prefix) belongs to one service in a namespace, and to one service among all
+    root namespaces (a request that names no space goes to the roots). A space may expose what
+    its ancestors or its siblings expose: that is how it overrides them for its own requests."""
     mine = {(h, p) for h, p, _ in keys(service, spec)}
     if not mine:
         return None
-    for name in sorted(others):
-        if name == service:
+    parents = parents or {}
+    my_ns = _split(service)[0]
+    for other in sorted(others):
+        if other == service:
             continue
-        for h, p, _ in keys(name, others[name]):
+        ns = _split(other)[0]
+        if ns != my_ns and (parents.get(my_ns) is not None or parents.get(ns) is not None):
+            continue
+        for h, p, _ in keys(other, others[other]):
             if (h, p) in mine:
-                return f"host {h} with path_prefix {p} is already exposed by service {name!r}"
+                where = "" if ns == "default" and my_ns == "default" else f" in namespace {ns}"
+                return f"host {h} with path_prefix {p} is already exposed by service {_split(other)[1]!r}{where}"
     return None
 
 
@@ -93,23 +110,26 @@ def table(services: Mapping[str, Mapping[str, Any]], instances: Iterable[Endpoin
                 endpoints.append({"instance_id": i.id, "node": i.node, "address": address or "127.0.0.1",
                                   "port": hp})
             endpoints.sort(key=lambda e: e["instance_id"])
-            out.append({"service": name, "namespace": NAMESPACE, "host": host, "path_prefix": prefix,
+            ns, short = _split(name)
+            out.append({"service": short, "namespace": ns, "host": host, "path_prefix": prefix,
                         "port": port, "endpoints": endpoints})
-    out.sort(key=lambda r: (r["host"], r["path_prefix"], r["service"]))
+    out.sort(key=lambda r: (r["host"], r["path_prefix"], r["namespace"], r["service"]))
     return out
 
 
-def digest(routes: list[dict[str, Any]]) -> str:
-    """A short content hash of a table: equal on every server that computed the same table."""
-    blob = json.dumps(routes, sort_keys=True, separators=(",", ":")).encode()
+def digest(routes: list[dict[str, Any]], spaces: Mapping[str, str | None] | None = None) -> str:
+    """A short content hash of a table (and the spaces map): equal on every server that
+    computed the same."""
+    blob = json.dumps([routes, dict(spaces or {})], sort_keys=True, separators=(",", ":")).encode()
     return hashlib.blake2b(blob, digest_size=8).hexdigest()
 
 
 def endpoints_of(routes: list[dict[str, Any]], service: str) -> list[dict[str, Any]]:
-    """Ready endpoints of one service, once each (a service exposed twice lists them twice)."""
+    """Ready endpoints of one service (by key), once each (a service exposed twice lists them twice)."""
+    ns, short = _split(service)
     seen, out = set(), []
     for r in routes:
-        if r["service"] != service:
+        if r["service"] != short or r.get("namespace", "default") != ns:
             continue
         for e in r["endpoints"]:
             key = (e["instance_id"], r["port"])

@@ -3,6 +3,7 @@ write lock, cached credentials, assignments read for many nodes in one batch."""
 from __future__ import annotations
 
 import threading
+import time
 
 from fastapi.testclient import TestClient
 
@@ -17,6 +18,11 @@ def _events(client) -> list[dict]:  # type: ignore[no-untyped-def]
 
 def test_noop_apply_writes_nothing_and_still_checks_the_version(client):
     assert client.put("/v1/services/web", json=SPEC).status_code == 201
+    # the loop's pass after the create records that there is no node to place on: wait for it,
+    # so that what follows compares against a settled event list
+    deadline = time.monotonic() + 10
+    while not any(e["kind"] == "unschedulable" for e in _events(client)) and time.monotonic() < deadline:
+        time.sleep(0.02)
     before = _events(client)
     r = client.put("/v1/services/web", json=SPEC)
     assert r.status_code == 200 and r.json()["version"] == 1 and r.headers["ETag"] == '"1"'

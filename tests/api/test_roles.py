@@ -1,7 +1,7 @@
 """Endpoint x role matrix, generated from /openapi.json.
 
 Every operation declares `x-required-role`. The rule below says what it must be (reads:
-viewer; service writes: operator; nodes, tokens and cluster settings: admin; the agent
+viewer; service writes: operator; nodes, tokens, namespaces and cluster settings: admin; the agent
 protocol: a node credential), and each operation is called with no token (401), with
 each principal below the role (403) and with each one at or above it (allowed: neither
 401 nor 403). A new route without a role dependency fails here.
@@ -32,6 +32,8 @@ def expected_role(method: str, path: str) -> str:
         return "admin"
     if path.startswith("/v1/nodes") and method != "GET":
         return "admin"
+    if path in ("/v1/namespaces", "/v1/namespaces/{ns}") and method != "GET":
+        return "admin"  # making and removing namespaces; what is in one is the operator's
     return "viewer" if method == "GET" else "operator"
 
 
@@ -46,7 +48,7 @@ def _operations() -> list[tuple[str, str, str]]:
 
 
 OPERATIONS = _operations()
-PARAMS = {"name": "web", "number": "1", "a": "1", "b": "1", "instance_id": "nope", "token_id": "tok_nope"}
+PARAMS = {"name": "web", "number": "1", "a": "1", "b": "1", "instance_id": "nope", "token_id": "tok_nope", "ns": "default"}
 BODIES = {
     ("PUT", "/v1/services/{name}"): {"image": "busybox:1", "replicas": 1},
     ("PATCH", "/v1/services/{name}"): {"replicas": 1},

@@ -28,7 +28,8 @@ def test_create_list_delete(client, tmp_path):
     # the list never shows secrets or hashes
     listed = client.get("/v1/tokens").json()
     assert {t["name"] for t in listed} == {"admin", "ci"}
-    assert all(set(t) == {"id", "name", "role", "created_at", "last_used_at", "expires_at", "expired"} for t in listed)
+    assert all(set(t) == {"id", "name", "role", "created_at", "last_used_at", "expires_at", "expired", "namespaces"}
+               for t in listed)
     assert secret not in client.get("/v1/tokens").text and hash_secret(secret) not in client.get("/v1/tokens").text
     # using it sets last-used
     anon = TestClient(client.app)

@@ -100,7 +100,8 @@ def test_run_sets_everything(client, driver, node):
     assert c["Name"] == f"/dy-web-0-{a.instance_id}"
     assert c["Config"]["Labels"] == {
         "team": "blue", "dockyard.instance": a.instance_id, "dockyard.service": "web",
-        "dockyard.node": node, "dockyard.revision": "1", "dockyard.slot": "0"}
+        "dockyard.node": node, "dockyard.revision": "1", "dockyard.slot": "0",
+        "dockyard.namespace": "default"}
     assert "GREETING=hi there" in c["Config"]["Env"]
     assert c["Config"]["Cmd"] == ["sleep", "300"]
     assert c["Config"]["StopTimeout"] == 3

@@ -72,7 +72,7 @@ class Backend:
                         if size == 0:
                             break
                         body += data[:-2]
-                self.requests.append({"method": method, "path": path, "headers": headers, "body": body})
+                self.requests.append({"method": method, "path": path, "headers": headers, "body": body, "head": head})
                 if not await self._respond(method, path, headers, body, r, w):
                     return
         finally:
@@ -133,8 +133,8 @@ def endpoint(iid: str, port: int) -> dict:
     return {"instance_id": iid, "node": "n1", "address": "127.0.0.1", "port": port}
 
 
-def route(service: str, host: str, ports: dict[str, int], prefix: str = "/") -> dict:
-    return {"service": service, "namespace": "default", "host": host, "path_prefix": prefix, "port": 8080,
+def route(service: str, host: str, ports: dict[str, int], prefix: str = "/", namespace: str = "default") -> dict:
+    return {"service": service, "namespace": namespace, "host": host, "path_prefix": prefix, "port": 8080,
             "endpoints": [endpoint(i, p) for i, p in ports.items()]}
 
 
@@ -150,10 +150,10 @@ def backends() -> Iterator[list[Backend]]:
 def make_gw() -> Iterator[Any]:
     started: list[Gateway] = []
 
-    def make(routes: list, **kw: Any) -> Gateway:
+    def make(routes: list, spaces: dict | None = None, **kw: Any) -> Gateway:
         kw.setdefault("response_timeout", 2.0)
         gw = Gateway("127.0.0.1:0", registry=CollectorRegistry(), **kw)
-        gw.update(routes)
+        gw.update(routes) if spaces is None else gw.update(routes, spaces)
         gw.start()
         started.append(gw)
         return gw
@@ -216,7 +216,8 @@ def test_client_keep_alive_and_backend_connection_reuse(backends, make_gw):
         assert r.status == 200 and json.loads(r.read())["path"] == f"/n{i}"
     c.close()
     assert backends[0].connections == 1  # one pooled backend connection served all five
-    assert _sample(gw, "dockyard_gateway_requests_total", {"service": "web", "code": "2xx"}) == 5
+    assert _sample(gw, "dockyard_gateway_requests_total",
+                   {"service": "web", "namespace": "default", "code": "2xx"}) == 5
 
 
 def read_responses(s: socket.socket, n: int) -> list[tuple[int, bytes]]:
@@ -346,7 +347,7 @@ def test_unknown_host_is_404_json(backends, make_gw):
     assert err["code"] == "no_route" and "nope.localhost" in err["message"] and "/x" in err["message"]
     status, _, body = get(gw, "/apix")  # right host, no matching prefix
     assert status == 404 and "/apix" in error_of(body)["message"]
-    assert _sample(gw, "dockyard_gateway_requests_total", {"service": "", "code": "4xx"}) == 2
+    assert _sample(gw, "dockyard_gateway_requests_total", {"service": "", "namespace": "", "code": "4xx"}) == 2
 
 
 def test_route_without_endpoints_is_503_json(make_gw):
@@ -499,11 +500,176 @@ def test_inflight_gauge_and_duration_histogram(backends, make_gw):
         deadline = time.monotonic() + 5
         while not backends[0].requests and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert _sample(gw, "dockyard_gateway_inflight", {"service": "web"}) == 1
+        assert _sample(gw, "dockyard_gateway_inflight", {"service": "web", "namespace": "default"}) == 1
         backends[0].release.set()
         held.result(5)
     assert _sample(gw, "dockyard_gateway_inflight", {"service": "web"}) == 0
-    assert _sample(gw, "dockyard_gateway_request_duration_seconds_count", {"service": "web"}) == 1
+    assert _sample(gw, "dockyard_gateway_request_duration_seconds_count",
+                   {"service": "web", "namespace": "default"}) == 1
+
+
+# ---- namespaces and spaces --------------------------------------------------------------------
+
+SPACES = {"default": None, "alice": "default", "bob": "alice"}
+
+
+@pytest.fixture
+def three() -> Iterator[list[Backend]]:
+    """Backends "default", "alice" and "bob": one per namespace."""
+    bs = [Backend("default"), Backend("alice"), Backend("bob")]
+    yield bs
+    for b in bs:
+        b.close()
+
+
+def space_routes(bs: list[Backend]) -> list[dict]:
+    """web: default and alice; api: default and bob; admin: bob only."""
+    d, a, b = (x.port for x in bs)
+    return [route("web", "web.localhost", {"d-web": d}), route("web", "web.localhost", {"a-web": a}, namespace="alice"),
+            route("api", "web.localhost", {"d-api": d}, "/api"),
+            route("api", "web.localhost", {"b-api": b}, "/api", namespace="bob"),
+            route("admin", "admin.localhost", {"b-admin": b}, namespace="bob")]
+
+
+def seen(body: bytes) -> tuple[str, dict]:
+    got = json.loads(body)
+    return got["backend"], got["headers"]
+
+
+def space_headers(b: Backend) -> list[bytes]:
+    """The dockyard-space header lines of the last request the backend got, as sent."""
+    head = b.requests[-1]["head"]
+    return [ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"dockyard-space:")]
+
+
+def test_space_header_routes_and_is_set_on_the_forwarded_request(three, make_gw):
+    gw = make_gw(space_routes(three), SPACES)
+    status, _, body = get(gw, "/", headers={"dockyard-space": "alice"})
+    assert status == 200 and seen(body)[0] == "alice"
+    assert space_headers(three[1]) == [b"dockyard-space: alice"]
+    # any incoming value is replaced, not added to
+    status, _, body = get(gw, "/api/x", headers={"Dockyard-Space": "Bob"})
+    assert status == 200 and seen(body)[0] == "bob"
+    assert space_headers(three[2]) == [b"dockyard-space: bob"]
+
+
+def test_without_a_space_only_roots_serve_and_no_header_is_added(three, make_gw):
+    gw = make_gw(space_routes(three), SPACES)
+    for path in ("/", "/api/x"):
+        status, _, body = get(gw, path)
+        backend, headers = seen(body)
+        assert status == 200 and backend == "default" and "dockyard-space" not in headers
+    status, _, body = get(gw, "/", host="admin.localhost")  # only bob has it
+    assert status == 404 and error_of(body)["code"] == "no_route"
+    assert not three[1].requests and not three[2].requests
+
+
+def test_host_form(three, make_gw):
+    gw = make_gw(space_routes(three), SPACES)
+    status, _, body = get(gw, "/x", host="Alice.s.Web.Localhost:8000")
+    backend, headers = seen(body)
+    assert status == 200 and backend == "alice"
+    assert headers["dockyard-space"] == "alice"
+    assert headers["host"] == "Alice.s.Web.Localhost:8000"  # the Host goes on as the client sent it
+    # the Host form wins over a header
+    status, _, body = get(gw, "/", host="bob.s.admin.localhost", headers={"dockyard-space": "alice"})
+    assert status == 200 and seen(body)[0] == "bob"
+    assert space_headers(three[2]) == [b"dockyard-space: bob"]
+    # absolute-form targets name the host too
+    with socket.create_connection(gw.address, timeout=5) as s:
+        s.sendall(b"GET http://alice.s.web.localhost/abs HTTP/1.1\r\nHost: ignored\r\n\r\n")
+        [(status, body)] = read_responses(s, 1)
+    assert status == 200 and seen(body)[0] == "alice" and json.loads(body)["path"] == "/abs"
+
+
+def test_baggage_form(three, make_gw):
+    gw = make_gw(space_routes(three), SPACES)
+    status, _, body = get(gw, "/", headers={"baggage": "userId=7,dockyard-space=alice;ttl=3,x=y"})
+    backend, headers = seen(body)
+    assert status == 200 and backend == "alice"
+    assert headers["dockyard-space"] == "alice"
+    assert headers["baggage"] == "userId=7,dockyard-space=alice;ttl=3,x=y"  # baggage goes on untouched
+    status, _, body = get(gw, "/", headers={"baggage": "userId=7"})
+    assert status == 200 and seen(body)[0] == "default" and "dockyard-space" not in seen(body)[1]
+
+
+def test_fallback_two_levels_and_the_requested_space_goes_on(three, make_gw):
+    d, a, b = (x.port for x in three)
+    gw = make_gw([route("web", "web.localhost", {"d-web": d}),
+                  route("api", "web.localhost", {"a-api": a}, "/api", namespace="alice"),
+                  route("admin", "admin.localhost", {"b-admin": b}, namespace="bob")], SPACES)
+    status, _, body = get(gw, "/", headers={"dockyard-space": "bob"})     # bob -> alice -> default
+    assert status == 200 and seen(body)[0] == "default"
+    assert space_headers(three[0]) == [b"dockyard-space: bob"]            # the space asked for, not the one found
+    status, _, body = get(gw, "/api/v1", headers={"dockyard-space": "bob"})  # bob -> alice
+    assert status == 200 and seen(body)[0] == "alice"
+    assert space_headers(three[1]) == [b"dockyard-space: bob"]
+    status, _, body = get(gw, "/", host="admin.localhost", headers={"dockyard-space": "bob"})
+    assert status == 200 and seen(body)[0] == "bob"
+    status, _, body = get(gw, "/", host="admin.localhost", headers={"dockyard-space": "alice"})
+    assert status == 404 and error_of(body)["code"] == "no_route"
+    msg = error_of(body)["message"]
+    assert "admin.localhost" in msg and "'alice'" in msg and "'default'" in msg
+    assert _sample(gw, "dockyard_gateway_requests_total", {"service": "web", "namespace": "default"}) == 1
+    assert _sample(gw, "dockyard_gateway_requests_total", {"service": "api", "namespace": "alice"}) == 1
+    assert _sample(gw, "dockyard_gateway_requests_total", {"service": "admin", "namespace": "bob"}) == 1
+    assert _sample(gw, "dockyard_gateway_requests_total", {"service": "", "namespace": "", "code": "4xx"}) == 1
+    assert _sample(gw, "dockyard_gateway_request_duration_seconds_count", {"namespace": "alice"}) == 1
+
+
+@pytest.mark.parametrize("how", ["header", "host", "baggage"])
+def test_unknown_space_is_404_naming_it(three, make_gw, how):
+    gw = make_gw(space_routes(three), SPACES)
+    kw: dict[str, Any] = {"header": {"headers": {"dockyard-space": "carol"}}, "host": {"host": "carol.s.web.localhost"},
+                          "baggage": {"headers": {"baggage": "dockyard-space=carol"}}}[how]
+    status, headers, body = get(gw, "/", **kw)
+    assert status == 404 and headers["content-type"] == "application/json"
+    err = error_of(body)
+    assert err["code"] == "no_space" and "'carol'" in err["message"]
+    source = {"header": "dockyard-space header", "host": "Host header", "baggage": "baggage header"}[how]
+    assert source in err["message"]
+    assert not any(b.requests for b in three)
+    assert _sample(gw, "dockyard_gateway_requests_total", {"service": "", "namespace": "", "code": "4xx"}) == 1
+
+
+def test_a_childs_route_without_instances_is_503_not_a_fallback(three, make_gw):
+    gw = make_gw([route("web", "web.localhost", {"d-web": three[0].port}),
+                  route("web", "web.localhost", {}, namespace="alice")], SPACES)
+    status, _, body = get(gw, "/", headers={"dockyard-space": "bob"})
+    err = error_of(body)
+    assert status == 503 and err["code"] == "no_ready_instance" and "'alice'" in err["message"]
+    assert _sample(gw, "dockyard_gateway_requests_total", {"service": "web", "namespace": "alice", "code": "5xx"}) == 1
+    assert get(gw, "/")[0] == 200
+
+
+def test_spaces_per_request_on_one_keep_alive_connection(three, make_gw):
+    gw = make_gw(space_routes(three), SPACES)
+    with socket.create_connection(gw.address, timeout=5) as s:
+        s.sendall(b"GET /1 HTTP/1.1\r\nHost: web.localhost\r\ndockyard-space: alice\r\n\r\n"
+                  b"GET /2 HTTP/1.1\r\nHost: web.localhost\r\n\r\n"
+                  b"GET /api/3 HTTP/1.1\r\nHost: web.localhost\r\nbaggage: dockyard-space=bob\r\n\r\n"
+                  b"GET /4 HTTP/1.1\r\nHost: nobody.localhost\r\ndockyard-space: nobody\r\n\r\n"
+                  b"GET /5 HTTP/1.1\r\nHost: web.localhost\r\n\r\n")
+        got = read_responses(s, 5)
+    assert [st for st, _ in got] == [200, 200, 200, 404, 200]
+    assert [seen(b)[0] for st, b in got if st == 200] == ["alice", "default", "bob", "default"]
+    assert "dockyard-space" not in seen(got[4][1])[1]
+
+
+def test_update_swaps_routes_and_spaces_together_and_the_debug_table_shows_them(three, make_gw):
+    gw = make_gw(space_routes(three))  # no map: every namespace a root, as before spaces
+    assert gw.spaces() == {"default": None, "alice": None, "bob": None}
+    assert get(gw, "/", headers={"dockyard-space": "alice"})[0] == 200
+    gw.update(space_routes(three), SPACES)
+    assert gw.spaces() == SPACES
+    assert {(r["namespace"], r["service"]) for r in gw.table()} == {
+        ("default", "web"), ("alice", "web"), ("default", "api"), ("bob", "api"), ("bob", "admin")}
+    assert seen(get(gw, "/", headers={"dockyard-space": "bob"})[2])[0] == "alice"
+    gw.update(space_routes(three), {"default": None, "bob": "default"})  # alice is gone
+    assert seen(get(gw, "/", headers={"dockyard-space": "bob"})[2])[0] == "default"
+    assert error_of(get(gw, "/", headers={"dockyard-space": "alice"})[2])["code"] == "no_space"
+    gw.update(space_routes(three))  # update(routes) alone still works
+    assert gw.spaces() == {"default": None, "alice": None, "bob": None}
 
 
 # ---- lifecycle -------------------------------------------------------------------------------
