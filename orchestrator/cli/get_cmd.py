@@ -225,10 +225,11 @@ def _section(title: str, body: str) -> str:
     return f"{title}:\n" + "\n".join("  " + line if line else line for line in body.rstrip().splitlines())
 
 
-def describe_service_text(svc: dict, instances: list[dict], events: list[dict], urls: list[str] | None = None) -> str:
+def describe_service_text(svc: dict, instances: list[dict], events: list[dict], urls: list[str] | None = None,
+                          space: dict | None = None) -> str:
     st, ro = svc["status"], svc["rollout"]
     head = [
-        ("Name", svc["name"]), ("Stack", svc.get("stack") or "-"),
+        ("Name", svc["name"]), ("Namespace", svc.get("namespace") or "default"), ("Stack", svc.get("stack") or "-"),
         ("Revision", f"{svc['revision']} (generation {svc['generation']}, version {svc['version']})"),
         ("Replicas", f"{svc['replicas']} desired | {st['updated']} updated | {st['ready']} ready | "
                      f"{st['running']} running | {st['pending']} pending"),
@@ -238,6 +239,11 @@ def describe_service_text(svc: dict, instances: list[dict], events: list[dict], 
         ("Created", f"{svc.get('created_at')} ({age(svc.get('created_at'))} ago)"),
         ("Updated", f"{svc.get('updated_at')} ({age(svc.get('updated_at'))} ago)"),
     ]
+    if space and space.get("parent"):
+        # a space: where its requests fall back, and what they find there
+        head.insert(2, ("Space", f"falls back {' → '.join(space['chain'])}"))
+        inherited = ", ".join(f"{i['name']} (from {i['from']})" for i in space.get("inherited") or [])
+        head.insert(3, ("Inherited", inherited or "-"))
     width = max(len(k) for k, _ in head) + 2
     parts = ["\n".join(f"{k + ':':<{width}}{v}" for k, v in head)]
     parts.append(_section("Spec", to_yaml(svc["spec"])))
@@ -267,10 +273,11 @@ def describe_service(name: str = typer.Argument(..., help="service name", autoco
     inst = c.get(f"/v1/services/{name}/instances")
     evs = c.get("/v1/events", params={"service": name, "limit": events}) if events else []
     urls = service_urls(c.get("/v1/routes"), name) if svc["spec"].get("expose") else []
+    space = c.get(f"/v1/namespaces/{c.namespace}") if c.namespace else None
     if output in (Output.json, Output.yaml):
-        render.emit({"service": svc, "instances": inst, "events": evs, "urls": urls}, output)
+        render.emit({"service": svc, "instances": inst, "events": evs, "urls": urls, "space": space}, output)
         return
-    typer.echo(describe_service_text(svc, inst, evs, urls))
+    typer.echo(describe_service_text(svc, inst, evs, urls, space))
 
 
 @describe_app.command("node")

@@ -100,10 +100,16 @@ def test_describe_text_has_every_section():
              "healthy": True, "restart_count": 0, "created_at": None}]
     ev = [{"id": 1, "time": None, "kind": "service_created", "service": "web", "node": None, "message": "created"}]
     text = describe_service_text(SVC, inst, ev)
-    for part in ("Name:     web", "Rollout:  progressing", "Spec:\n  image: nginx:1", "Instances:\n  ID",
-                 "abc", "healthy", "Events (newest first):", "service/web", "created"):
+    for part in ("Name:      web", "Namespace: default", "Rollout:   progressing", "Spec:\n  image: nginx:1",
+                 "Instances:\n  ID", "abc", "healthy", "Events (newest first):", "service/web", "created"):
         assert part in text
     assert "Instances:\n  none" in describe_service_text(SVC, [], [])
+    # in a space: where its requests fall back, and what they inherit
+    space = {"name": "alice", "parent": "dev", "chain": ["alice", "dev"],
+             "inherited": [{"name": "front", "from": "dev"}]}
+    text = describe_service_text({**SVC, "namespace": "alice"}, [], [], None, space)
+    assert "Namespace: alice" in text and "Space:     falls back alice → dev" in text
+    assert "Inherited: front (from dev)" in text
 
 
 def _rollout(**kw):
