@@ -219,7 +219,8 @@ def match(table: Table, host_header: str | None, path: str, space: str | None = 
 def lookup(table: Table, host: str, path: str, space: str | None = None) -> Route | None:
     """The route for a normalized host and a path. Without a space: the routes of root
     namespaces only. In a space: the first namespace of its chain that has a route matching
-    (host, path), longest prefix within that namespace; an unknown space matches nothing."""
+    (host, path), longest prefix within that namespace, else the roots' route as without a
+    space; an unknown space matches nothing."""
     if space is None:
         routes = table.by_host.get(host)
         if routes:
@@ -228,16 +229,18 @@ def lookup(table: Table, host: str, path: str, space: str | None = None) -> Rout
                     return r
         return None
     chain = table.chains.get(space)
-    by_ns = table.by_host_ns.get(host)
-    if chain is None or by_ns is None:
+    if chain is None:
         return None
+    by_ns = table.by_host_ns.get(host) or {}
     for ns in chain:
         routes = by_ns.get(ns)
         if routes:
             for r in routes:
                 if prefix_matches(r.path_prefix, path):
                     return r
-    return None
+    # nothing up the chain: what a request without a space would get (a service of another
+    # tree, e.g. a shared database's admin), so naming a space never loses a route
+    return lookup(table, host, path)
 
 
 # ---- the requested space ---------------------------------------------------------------------

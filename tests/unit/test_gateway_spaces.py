@@ -139,8 +139,8 @@ def test_without_a_space_only_roots_serve():
     assert served(T, space="bob", host="admin.localhost") == ("bob", "admin")
     assert served(T, space="alice", host="admin.localhost") is None  # a child's route is not an ancestor's
     assert served(T, host="billing.localhost") == ("other", "billing")
-    # the chain is the chain: another root's routes are not on it
-    assert served(T, space="bob", host="billing.localhost") is None
+    # nothing on the chain: the roots serve it, as without a space (naming a space loses no route)
+    assert served(T, space="bob", host="billing.localhost") == ("other", "billing")
 
 
 def test_unknown_space_matches_nothing():
@@ -287,13 +287,15 @@ def table_of(routes: list[tuple[str, str, str]], spaces: dict) -> Table:
 
 def model(t: Table, space: str, host: str, path: str) -> rt.Route | None:
     """The semantics, spelled out slowly: the first namespace on the chain with a matching
-    route; the longest matching prefix within it."""
+    route; the longest matching prefix within it; else what the roots serve without a space."""
+    if space not in t.chains:
+        return None  # an unknown space
     for ns in space_chain(t.spaces, space):
         candidates = [r for r in t.routes if r.namespace == ns and r.host == host
                       and rt.prefix_matches(r.path_prefix, path)]
         if candidates:
             return max(candidates, key=lambda r: len(r.path_prefix))
-    return None
+    return rt.lookup(t, host, path)
 
 
 @settings(max_examples=300)
@@ -320,13 +322,17 @@ def test_property_lookup_is_the_first_namespace_on_the_chain_with_a_match(routes
         assert got is None
         return
     assert got == model(t, space, host, path)
-    if got is not None:
+    on_chain = [r for r in t.routes if r.namespace in t.chains[space] and r.host == host
+                and rt.prefix_matches(r.path_prefix, path)]
+    if got is not None and on_chain:
         assert got.namespace in t.chains[space]
         assert got.host == host and rt.prefix_matches(got.path_prefix, path)
         # nobody earlier on the chain had a match, and within its namespace it is the longest
         earlier = t.chains[space][:t.chains[space].index(got.namespace)]
         assert not any(r.namespace in earlier and r.host == host and rt.prefix_matches(r.path_prefix, path)
                        for r in t.routes)
+    elif not on_chain:  # nothing up the chain: exactly what a request without a space gets
+        assert got == lookup(t, host, path)
     assert route_request(t, host, path, space.encode())[:2] == (got, space)
 
 
@@ -369,7 +375,7 @@ def test_property_removing_the_childs_routes_falls_back_to_the_nearest_ancestor(
                             if any(r.namespace == ns and r.host == host and rt.prefix_matches(r.path_prefix, path)
                                    for r in without.routes)]
     if not ancestors_with_match:
-        assert got is None
+        assert got == lookup(without, host, path)  # the roots', as without a space (often none)
     else:
         assert got is not None and got.namespace == ancestors_with_match[0]
     mine = lookup(t, host, path, space)
@@ -384,7 +390,9 @@ def test_property_a_long_line_is_walked_at_most_max_chain_deep(depth, at):
     line = {f"n{i}": (f"n{i + 1}" if i + 1 < depth else None) for i in range(depth)}
     t = Table.from_wire([route("web", f"n{at}")], line)
     got = lookup(t, "web.localhost", "/", "n0")
-    assert (got is not None) == (at < MAX_CHAIN)
+    # past the cap the walk stops; the route is still found if its namespace is the root (the
+    # roots serve what the chain does not)
+    assert (got is not None) == (at < MAX_CHAIN or at == depth - 1)
     assert (lookup(t, "web.localhost", "/") is not None) == (at == depth - 1)
 
 
