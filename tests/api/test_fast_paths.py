@@ -155,6 +155,14 @@ def test_the_loops_fingerprint_does_not_move_when_only_heartbeats_do(client):
     for svc in ("api", "db", "cache"):
         assert client.put(f"/v1/services/{svc}", json=SPEC).status_code == 201
     st = client.app.state.dy
+    # let the loop place the 10 instances and settle: its own writes move the fingerprint
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        placed = client.get("/v1/instances").json()
+        first = st.db.run(lambda s: st.loop._state(s)[0])
+        time.sleep(0.5)
+        if len(placed) == 10 and all(i["node"] for i in placed) and st.db.run(lambda s: st.loop._state(s)[0]) == first:
+            break
     before = st.db.run(lambda s: st.loop._state(s)[0])
     names = [f"n{k}" for k in range(8)]
     for round_ in range(5):
