@@ -253,6 +253,10 @@ class Agent:
             self._submit(a.instance_id, self._run, a)
         for a, cid in actions.restart:
             self._submit(a.instance_id, self._restart, a, cid)
+        if actions.recycle:
+            # say it is unhealthy before it is restarted: the server takes it out of every
+            # gateway's routes (the ordered drain), and _recycle waits a moment for that
+            self.report(observed)
         for a, cid in actions.recycle:
             self._submit(a.instance_id, self._recycle, a, cid)
         for cid, timeout in actions.remove:
@@ -345,7 +349,12 @@ class Agent:
             self.driver.remove(cid, 0)  # gone for good: the next pass creates a fresh container
 
     def _recycle(self, a: Assignment, cid: str) -> None:
-        """Unhealthy past its retries: stop and start the container in place, like a crash restart."""
+        """Unhealthy past its retries: stop and start the container in place, like a crash restart.
+        A routed one first leaves the gateways' routes (reported unhealthy by reconcile_once):
+        requests already on their way finish, for up to --drain-seconds (1 s at most: it is
+        unhealthy, and its slot should serve again soon)."""
+        if a.spec.get("expose") and self.cfg.drain_seconds > 0:
+            self.stop.wait(min(self.cfg.drain_seconds, 1.0))
         info = self.restarts.setdefault(a.instance_id, d.RestartInfo())
         info.count += 1
         info.consecutive += 1

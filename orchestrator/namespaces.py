@@ -17,10 +17,10 @@ import re
 import time
 from typing import Iterable, Mapping
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from orchestrator.errors import Conflict, NotFound, ValidationFailed
+from orchestrator.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
 DEFAULT = "default"
 SEP = "/"
@@ -157,3 +157,44 @@ def keys_in(column, allowed: Iterable[str]):  # type: ignore[no-untyped-def]
 
     conds = [key_in(column, ns) for ns in allowed]
     return or_(*conds) if conds else false()
+
+
+# ---- quotas ------------------------------------------------------------------------------
+
+QUOTA_KEYS = ("instances", "cpus", "memory")
+QUOTA_LOCK = 0x44595153  # "DYQS": with the namespace's hash, the advisory lock of its quota
+
+
+def check_quota(s: Session, service_key: str, replicas: int, spec: Mapping) -> None:
+    """Refuse (403, reason quota) a service of `replicas` x `spec` that would take its
+    namespace past its quotas: instances, cpus and memory summed over every service's
+    desired replicas (a service without cpus or memory counts 0 of them)."""
+    from orchestrator.models import Namespace, Service
+
+    ns = split(service_key)[0]
+    row = s.get(Namespace, ns)
+    quotas = (row.quotas or {}) if row is not None else {}
+    if not quotas:
+        return
+    if s.get_bind().dialect.name == "postgresql":
+        # writes in one namespace with quotas queue here, so two cannot each see room for itself
+        # (read committed); SQLite's writers already queue on its write lock
+        s.execute(text("SELECT pg_advisory_xact_lock(:a, hashtext(:ns))"), {"a": QUOTA_LOCK, "ns": ns})
+    used = {"instances": 0, "cpus": 0.0, "memory": 0}
+
+    def add(n: int, sp: Mapping) -> None:
+        res = (sp or {}).get("resources") or {}
+        used["instances"] += n
+        used["cpus"] += n * float(res.get("cpus") or 0)
+        used["memory"] += n * int(res.get("memory") or 0)
+
+    add(replicas, spec)
+    for other in s.execute(select(Service.replicas, Service.spec).where(Service.namespace == ns,
+                                                                           Service.name != service_key)):
+        add(other.replicas, other.spec)
+    over = [f"{k}: {used[k]:g} > {quotas[k]:g}" for k in QUOTA_KEYS
+            if quotas.get(k) is not None and used[k] > quotas[k]]
+    if over:
+        why = f"namespace {ns!r} would exceed its quota ({'; '.join(over)})"
+        raise Forbidden(why, [{"field": "replicas" if "instances" in over[0] else "resources", "problem": why}],
+                        reason="quota")

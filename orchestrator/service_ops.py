@@ -201,6 +201,8 @@ def write(s: Session, p: Plan, *, actor: str, now: float, history_limit: int) ->
     name, body = p.name, p.body
     if p.spec_changes:
         check_routes(s, name, p.spec)
+    if p.svc is None or p.spec_changes or body.replicas > p.svc.replicas:
+        namespaces.check_quota(s, name, body.replicas, p.spec)
     if p.svc is None:
         if split(name)[0] != namespaces.DEFAULT:  # default cannot be deleted
             namespaces.get(s, split(name)[0])  # 404 if it is gone (deleted since the request began)
@@ -324,6 +326,8 @@ def patch(s: Session, name: str, body: dict, *, if_match: int | None, actor: str
 def scale(s: Session, name: str, replicas: int, *, if_match: int | None, actor: str, now: float) -> Service:
     svc = load(s, name, lock=True)
     check_version(svc, if_match)
+    if replicas > svc.replicas:
+        namespaces.check_quota(s, name, replicas, svc.spec)
     if replicas != svc.replicas:
         record(s, "service_scaled", f"replicas {svc.replicas} -> {replicas}", service=name, actor=actor, now=now)
         svc.replicas = replicas

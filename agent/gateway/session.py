@@ -285,7 +285,7 @@ class Session:
             ep = rt.choose(route.endpoints, gw.outstanding, tried, gw.turn)
             if ep is None:
                 return self._error(req, route, 502, "bad_gateway",
-                                   f"no instance of service {route.service!r} accepted a connection")
+                                   f"no instance of service {route.service!r} answered (tried {len(tried)})")
             tried.add(ep.instance_id)
             iid = ep.instance_id
             gw.outstanding[iid] = gw.outstanding.get(iid, 0) + 1
@@ -316,10 +316,14 @@ class Session:
                 return await self._exchange(req, route, conn, target, space)
             except _NoResponse:
                 conn.close()
-                # a pooled connection the backend had closed meanwhile: once more on a fresh one
-                if reused and not fresh and rt.retryable(req.method, req.length or req.chunked):
-                    fresh = True
-                    continue
+                if rt.retryable(req.method, req.length or req.chunked):
+                    # a pooled connection the backend had closed meanwhile: once more on a fresh one
+                    if reused and not fresh:
+                        fresh = True
+                        continue
+                    # the instance closed a fresh connection without a byte (it is being stopped
+                    # or restarted): nothing was answered, so another instance may be asked
+                    return None
                 return self._error(req, route, 502, "bad_gateway",
                                    f"instance of service {route.service!r} closed the connection without responding")
             except BaseException:

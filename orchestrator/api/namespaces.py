@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import delete, select
 
 from orchestrator import namespaces as nsops
@@ -20,8 +20,32 @@ from orchestrator.auth import Principal
 from orchestrator.errors import Forbidden, NotFound
 from orchestrator.events import record
 from orchestrator.models import Namespace, Service
+from orchestrator.spec import parse_memory as parse_quantity
 
 router = APIRouter(prefix="/v1", tags=["namespaces"], route_class=YamlRoute)
+
+
+class Quotas(BaseModel):
+    """What the services of a namespace may ask for in total (desired replicas x resources)."""
+
+    model_config = ConfigDict(extra="forbid")
+    instances: int | None = Field(default=None, ge=0, le=1_000_000, description="replicas summed")
+    cpus: float | None = Field(default=None, ge=0, le=1_000_000, description="replicas x resources.cpus summed")
+    memory: int | None = Field(default=None, ge=0, le=2**62, description="bytes (or '8Gi'): replicas x resources.memory summed")
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, v: Any) -> int | None:
+        if v is None or (isinstance(v, int) and not isinstance(v, bool)):
+            return v
+        try:
+            return parse_quantity(v)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+
+    def stored(self) -> dict | None:
+        out = self.model_dump(exclude_none=True)
+        return out or None
 
 
 class NamespaceIn(BaseModel):
@@ -30,6 +54,13 @@ class NamespaceIn(BaseModel):
     parent: str | None = Field(default=None, max_length=63, description=(
         "makes it a space of that namespace: the gateway falls back to the parent's services"),
         examples=["dev"])
+    quotas: Quotas | None = None
+
+
+class NamespacePatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    quotas: Quotas | None = Field(description="the new quotas (null: none); what already runs is kept, "
+                                              "what would exceed them is refused from now on")
 
 
 class NamespaceOut(BaseModel):
@@ -39,6 +70,7 @@ class NamespaceOut(BaseModel):
     children: list[str]
     services: int
     created_at: str | None
+    quotas: dict[str, Any] | None = None
     inherited: list[dict[str, str]] | None = Field(default=None, description=(
         "GET of one namespace: the services it does not have that an ancestor has, and from which one "
         "(what a request to this space falls back to)"))
@@ -47,7 +79,8 @@ class NamespaceOut(BaseModel):
 def _out(row: Any, parents: dict[str, str | None], counts: dict[str, int]) -> dict:
     children = sorted(n for n, p in parents.items() if p == row.name)
     return {"name": row.name, "parent": row.parent, "chain": nsops.chain(parents, row.name), "children": children,
-            "services": counts.get(row.name, 0), "created_at": ops.iso(row.created_at) if row.created_at else None}
+            "services": counts.get(row.name, 0), "created_at": ops.iso(row.created_at) if row.created_at else None,
+            "quotas": row.quotas}
 
 
 def _seen(p: Principal, name: str) -> None:
@@ -62,7 +95,7 @@ def create_namespace(body: NamespaceIn, st: State = Depends(state), p: Principal
         raise Forbidden("a token limited to namespaces cannot create namespaces")
 
     def write(s):  # type: ignore[no-untyped-def]
-        row = nsops.create(s, body.name, body.parent, None, time.time())
+        row = nsops.create(s, body.name, body.parent, body.quotas.stored() if body.quotas else None, time.time())
         record(s, "namespace_created", f"namespace {body.name} created"
                + (f" as a space of {body.parent}" if body.parent else ""), actor=p.label)
         return _out(row, nsops.parents(s), {})
@@ -108,6 +141,24 @@ def get_namespace(ns: str = NamespaceName, st: State = Depends(state), p: Princi
         return out
 
     return st.db.run(read)
+
+
+@router.patch("/namespaces/{ns}", response_model=NamespaceOut)
+def patch_namespace(body: NamespacePatch, ns: str = NamespaceName, st: State = Depends(state),
+                    p: Principal = Depends(role("admin"))) -> dict:
+    """Set (or clear, with null) a namespace's quotas."""
+    _seen(p, ns)
+    if p.namespaces is not None:
+        raise Forbidden("a token limited to namespaces cannot change quotas")
+
+    def write(s):  # type: ignore[no-untyped-def]
+        row = nsops.get(s, ns)
+        row.quotas = body.quotas.stored() if body.quotas else None
+        record(s, "namespace_updated", f"namespace {ns} quotas: {row.quotas or 'none'}", actor=p.label)
+        s.flush()
+        return _out(row, nsops.parents(s), nsops.service_counts(s))
+
+    return st.db.run(write)
 
 
 @router.delete("/namespaces/{ns}", status_code=202)

@@ -40,6 +40,7 @@ RECIPES = [
      "service_deleted"),
     ("POST", "/v1/namespaces/{ns}/apply", "op", "/v1/namespaces/team/apply",
      {"services": [{"name": "batch", "image": "busybox:1"}]}, "service_created"),
+    ("PATCH", "/v1/namespaces/{ns}", "adm", "/v1/namespaces/team", {"quotas": {"instances": 50}}, "namespace_updated"),
     ("DELETE", "/v1/namespaces/{ns}", "adm", "/v1/namespaces/team", None, "namespace_deleted"),
     ("POST", "/v1/nodes/{name}/pause", "adm", "/v1/nodes/n1/pause", None, "node_paused"),
     ("POST", "/v1/nodes/{name}/activate", "adm", "/v1/nodes/n1/activate", None, "node_activated"),

@@ -153,3 +153,31 @@ def test_a_token_cannot_be_limited_to_a_namespace_that_does_not_exist(client):
     r = client.post("/v1/tokens", json={"name": "ghost", "role": "viewer", "namespaces": ["ghost"]})
     assert_error_shape(r, 422)
     assert "ghost" not in [t["name"] for t in client.get("/v1/tokens").json()]
+
+
+def test_quotas_refuse_what_would_exceed_them_and_change_nothing(client):
+    r = client.post("/v1/namespaces", json={"name": "small", "quotas": {"instances": 3, "cpus": 1, "memory": "256Mi"}})
+    assert r.status_code == 201 and r.json()["quotas"] == {"instances": 3, "cpus": 1.0, "memory": 256 * 2**20}
+    base = "/v1/namespaces/small/services"
+    assert client.put(f"{base}/a", json={**SPEC, "replicas": 2}).status_code == 201
+    err = assert_error_shape(client.put(f"{base}/b", json={**SPEC, "replicas": 2}), 403, "forbidden")
+    assert "quota" in err["message"] and "instances: 4 > 3" in err["message"] and err["reason"] == "quota"
+    assert client.get(f"{base}/b").status_code == 404
+    assert client.post(f"{base}/a/scale", json={"replicas": 3}).status_code == 200
+    assert_error_shape(client.post(f"{base}/a/scale", json={"replicas": 4}), 403)
+    assert client.post(f"{base}/a/scale", json={"replicas": 1}).status_code == 200  # down is always allowed
+    # resources count replicas x cpus (and memory)
+    err = assert_error_shape(client.patch(f"{base}/a", json={"replicas": 2, "resources": {"cpus": 0.75}}), 403)
+    assert "cpus: 1.5 > 1" in err["message"]
+    assert_error_shape(client.put(f"{base}/m", json={**SPEC, "resources": {"memory": "512Mi"}}), 403)
+    # a batch is all or nothing
+    r = client.post("/v1/namespaces/small/apply", json={"services": [{"name": "c", **SPEC}, {"name": "d", **SPEC},
+                                                                     {"name": "e", **SPEC}]})
+    assert_error_shape(r, 403)
+    assert [s["name"] for s in client.get(base).json()] == ["a"]
+    # other namespaces are not limited by it; lifting the quota lets it grow
+    assert client.put("/v1/services/big", json={**SPEC, "replicas": 10}).status_code == 201
+    r = client.patch("/v1/namespaces/small", json={"quotas": None})
+    assert r.status_code == 200 and r.json()["quotas"] is None
+    assert client.put(f"{base}/b", json={**SPEC, "replicas": 5}).status_code == 201
+    assert_error_shape(client.patch("/v1/namespaces/small", json={"quotas": {"instances": -1}}), 422)

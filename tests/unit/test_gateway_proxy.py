@@ -381,6 +381,39 @@ def test_post_is_not_retried(backends, make_gw):
     assert status == 502 and error_of(body)["code"] == "bad_gateway"
 
 
+def closing_port() -> tuple[socket.socket, int]:
+    """A backend that accepts and closes at once without a byte (a container being restarted)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+
+    def run() -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            c.close()
+
+    threading.Thread(target=run, daemon=True).start()
+    return srv, srv.getsockname()[1]
+
+
+def test_an_instance_closing_without_a_byte_is_retried_on_another_for_a_get(backends, make_gw):
+    srv, port = closing_port()
+    try:
+        gw = make_gw([route("web", "web.localhost", {"closing": port, "live": backends[0].port})])
+        for _ in range(4):  # every other request would go to the closing one first
+            status, _, body = get(gw, "/r")
+            assert status == 200 and json.loads(body)["backend"] == "b1"
+        # a POST may have been acted on: it is not sent again
+        gw2 = make_gw([route("web", "web.localhost", {"closing": port})])
+        status, _, body = get(gw2, "/p", method="POST", body=b"x")
+        assert status == 502 and "without responding" in error_of(body)["message"]
+    finally:
+        srv.close()
+
+
 def test_all_endpoints_dead_is_502(make_gw):
     gw = make_gw([route("web", "web.localhost", {"d1": dead_port(), "d2": dead_port()})])
     status, headers, body = get(gw)
