@@ -53,6 +53,8 @@ class AgentConfig:
     drain_seconds: float = 2.0
     # seconds the gateway waits for a backend's response (headers, then each read) before 504
     gateway_timeout: float = 60.0
+    # one log line per request the gateway answers (logger dockyard.gateway.access)
+    gateway_access_log: bool = False
 
 
 class Agent:
@@ -95,7 +97,8 @@ class Agent:
         if cfg.gateway_listen:
             from agent.gateway import Gateway  # only a node that runs a gateway pays for it
 
-            self.gateway = Gateway(cfg.gateway_listen, response_timeout=cfg.gateway_timeout)
+            self.gateway = Gateway(cfg.gateway_listen, response_timeout=cfg.gateway_timeout,
+                                   access_log=cfg.gateway_access_log)
             self.client.routes_known = ""  # ask the servers for the routing table
             self.client.on_routes = self.gateway.update
         self.api.gateway = self.gateway

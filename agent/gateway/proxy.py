@@ -50,8 +50,11 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class Gateway:
     def __init__(self, listen: str = "127.0.0.1:8000", *, connect_timeout: float = 2.0,
                  response_timeout: float = 60.0, idle_timeout: float = 75.0,
-                 registry: CollectorRegistry | None = None):
+                 registry: CollectorRegistry | None = None, access_log: bool = False):
         self.listen = listen
+        # one line per answered request (client, method, host, path, status, time, the namespace
+        # and service that served it, the requested space): off by default, it costs per request
+        self.access_log = logging.getLogger("dockyard.gateway.access") if access_log else None
         self.connect_timeout = connect_timeout
         self.response_timeout = response_timeout
         self.idle_timeout = idle_timeout

@@ -44,7 +44,7 @@ class _HeadDone(Exception):
 
 class _Req:
     __slots__ = ("method", "url", "headers", "host", "http11", "keep_alive", "upgrade", "complete",
-                 "body", "length", "chunked", "expect", "t0", "space", "baggage")
+                 "body", "length", "chunked", "expect", "t0", "space", "baggage", "requested")
 
     def __init__(self) -> None:
         self.url: list[bytes] = []
@@ -58,6 +58,7 @@ class _Req:
         self.t0 = 0.0
         self.space: bytes | None = None  # the first dockyard-space header
         self.baggage: list[bytes] | None = None  # the baggage headers, when any
+        self.requested: str | None = None  # the space the request asked for (host, header or baggage)
 
 
 class _Resp:
@@ -239,13 +240,22 @@ class Session:
             async with asyncio.timeout(timeout):
                 await writer.drain()
 
+    def _done(self, req: _Req, route: rt.Route | None, status: int) -> None:
+        """Count the answered request (metrics), and log it when the access log is on."""
+        seconds = time.perf_counter() - req.t0
+        service, namespace = (route.service, route.namespace) if route is not None else ("", "")
+        self.gw.metrics.done(service, namespace, status, seconds)
+        if self.gw.access_log is not None:
+            host = req.host.decode("latin-1", "replace") if req.host else "-"
+            path = b"".join(req.url).decode("latin-1", "replace")[:200]
+            space = req.requested or "-"
+            self.gw.access_log.info("%s %s %s %s %d %.1fms %s %s space=%s", self.client_ip, req.method, host, path,
+                                    status, seconds * 1000, namespace or "-", service or "-", space)
+
     def _error(self, req: _Req, route: rt.Route | None, status: int, code: str, message: str) -> bool:
         keep = req.keep_alive and req.complete and self.upgrade_tail is None
         self.writer.write(rt.error_response(status, code, message, keep_alive=keep, head=req.method == "HEAD"))
-        if route is None:
-            self.gw.metrics.done("", "", status, time.perf_counter() - req.t0)
-        else:
-            self.gw.metrics.done(route.service, route.namespace, status, time.perf_counter() - req.t0)
+        self._done(req, route, status)
         return keep
 
     async def _serve(self, req: _Req) -> bool:
@@ -257,6 +267,7 @@ class Session:
             return self._error(req, None, 405, "method_not_allowed", "CONNECT is not supported")
         table = self.gw.routes  # one table for the whole decision, whatever update() does meanwhile
         route, space, bare, source = rt.route_request(table, host, path, req.space, req.baggage)
+        req.requested = space
         if route is None:
             if space is None:
                 return self._error(req, None, 404, "no_route", f"no route for host {host or ''!r} and path {path!r}")
@@ -378,7 +389,7 @@ class Session:
                         if resp.upgraded:
                             resp.out.append(data[e.args[0]:])
                             cw.writelines(resp.out)
-                            gw.metrics.done(route.service, route.namespace, 101, time.perf_counter() - req.t0)
+                            self._done(req, route, 101)
                             break
                         raise _BadResponse
                     except httptools.HttpParserCallbackError:
@@ -395,7 +406,7 @@ class Session:
             conn.close()
             if sent:  # the head is out: cutting the connection is all that is left to say
                 self.abort = True
-                gw.metrics.done(route.service, route.namespace, resp.status or 504, time.perf_counter() - req.t0)
+                self._done(req, route, resp.status or 504)
                 return False
             return self._error(req, route, 504, "gateway_timeout",
                                f"instance of service {route.service!r} did not respond within {gw.response_timeout:g}s")
@@ -403,7 +414,7 @@ class Session:
             conn.close()
             if sent or resp.out and resp.head_done:
                 self.abort = True
-                gw.metrics.done(route.service, route.namespace, resp.status or 502, time.perf_counter() - req.t0)
+                self._done(req, route, resp.status or 502)
                 return False
             return self._error(req, route, 502, "bad_gateway",
                                f"instance of service {route.service!r} sent a broken response")
@@ -420,7 +431,7 @@ class Session:
             gw.pool.release(conn)
         else:
             conn.close()
-        gw.metrics.done(route.service, route.namespace, resp.status, time.perf_counter() - req.t0)
+        self._done(req, route, resp.status)
         return resp.keep_alive and req.complete and not req.upgrade
 
     async def _send_body(self, req: _Req, uw: asyncio.StreamWriter, chunked: bool) -> None:

@@ -139,6 +139,8 @@ def _parse_labels(labels: list[str]) -> dict[str, str]:
 
 GwTimeoutOpt = typer.Option(60.0, "--gateway-timeout", envvar="DOCKYARD_GATEWAY_TIMEOUT", min=0.1, max=3600,
                             help="seconds the gateway waits for a backend's answer before 504")
+AccessLogOpt = typer.Option(False, "--gateway-access-log", envvar="DOCKYARD_GATEWAY_ACCESS_LOG",
+                            help="log one line per request the gateway answers (with the namespace that served it)")
 DrainOpt = typer.Option(2.0, "--drain-seconds", envvar="DOCKYARD_DRAIN_SECONDS", min=0, max=3600,
                         help="seconds a routed container keeps serving after it left the gateways' routes, before SIGTERM")
 
@@ -156,6 +158,7 @@ def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", en
           gateway_listen: str = typer.Option("", "--gateway-listen", envvar="DOCKYARD_GATEWAY_LISTEN",
                                              help="host:port of this node's gateway to exposed services, e.g. 0.0.0.0:8000 (empty: none)"),
           drain_seconds: float = DrainOpt, gateway_timeout: float = GwTimeoutOpt,
+          gateway_access_log: bool = AccessLogOpt,
           log_level: str = LogOpt, ca_file: Optional[Path] = CaOpt) -> None:
     """Run an agent that makes the local Docker engine run what the server assigns to this node.
 
@@ -175,7 +178,8 @@ def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", en
     cfg = AgentConfig(server=server_url.rstrip("/"), join_token=join_token, node_name=node_name,
                       labels=_parse_labels(label), cpus=cpus, memory=mem, address=address, listen=listen,
                       concurrency=concurrency, verify=_ca(ca_file), gateway_listen=gateway_listen,
-                      drain_seconds=drain_seconds, gateway_timeout=gateway_timeout)
+                      drain_seconds=drain_seconds, gateway_timeout=gateway_timeout,
+                      gateway_access_log=gateway_access_log)
     sys.exit(run_agent(cfg))
 
 
@@ -224,7 +228,8 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
        allow: list[str] = AllowOpt, ca_file: Optional[Path] = CaOpt,
        gateway_listen: str = typer.Option("127.0.0.1:8000", "--gateway-listen", envvar="DOCKYARD_GATEWAY_LISTEN",
                                           help="host:port of the gateway to exposed services (empty: none)"),
-       drain_seconds: float = DrainOpt, gateway_timeout: float = GwTimeoutOpt) -> None:
+       drain_seconds: float = DrainOpt, gateway_timeout: float = GwTimeoutOpt,
+       gateway_access_log: bool = AccessLogOpt) -> None:
     """Run a one-machine cluster: the server plus one local agent with its gateway.
 
     Example: dockyard up --port 8080
@@ -242,7 +247,8 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
     def start_agent() -> None:
         token = join_token or (settings.data_dir / "join.token").read_text().strip()
         cfg = AgentConfig(server=url, join_token=token, node_name=node_name, verify=verify,
-                          gateway_listen=gateway_listen, drain_seconds=drain_seconds, gateway_timeout=gateway_timeout)
+                          gateway_listen=gateway_listen, drain_seconds=drain_seconds, gateway_timeout=gateway_timeout,
+                          gateway_access_log=gateway_access_log)
         threading.Thread(target=run_agent, args=(cfg,), daemon=True, name="agent").start()
         admin_file = (settings.data_dir / "admin.token").resolve()
         from orchestrator.cli.config import save_context

@@ -721,3 +721,25 @@ def test_stop_closes_the_listener():
     gw.stop()
     with pytest.raises(OSError):
         socket.create_connection(addr, timeout=1).close()
+
+
+def test_the_access_log_names_the_namespace_that_served(backends, make_gw, caplog):
+    import logging
+
+    spaces = {"default": None, "dev": None, "alice": "dev"}
+    gw = make_gw([route("web", "web.localhost", {"b1": backends[0].port}, namespace="dev")], spaces, access_log=True)
+    with caplog.at_level(logging.INFO, logger="dockyard.gateway.access"):
+        assert get(gw, "/x", host="alice.s.web.localhost")[0] == 200
+        assert get(gw, "/y", host="nobody.localhost")[0] == 404
+        deadline = time.monotonic() + 5
+        while len([r for r in caplog.records if r.name == "dockyard.gateway.access"]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dockyard.gateway.access"]
+    assert len(lines) == 2, lines
+    assert " GET alice.s.web.localhost /x 200 " in lines[0] and lines[0].endswith("dev web space=alice")
+    assert " 404 " in lines[1] and lines[1].endswith("- - space=-")
+    quiet = make_gw([route("web", "web.localhost", {"b1": backends[0].port})])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dockyard.gateway.access"):
+        assert get(quiet)[0] == 200
+    assert not [r for r in caplog.records if r.name == "dockyard.gateway.access"]  # off by default
