@@ -93,7 +93,7 @@ def test_apply_dry_run_get_scale_rollout_delete(cluster, cli):
     assert "service_created" in cli("get", "events", "web").stdout
     assert any(e["kind"] == "service_created" for e in cli.json("get", "events"))
     described = cli("describe", "service", "web").stdout
-    for part in ("Name:     web", "Rollout:  complete", "GREETING: hi", insts[0]["id"], "service_created"):
+    for part in ("Name:      web", "Namespace: default", "Rollout:   complete", "GREETING: hi", insts[0]["id"], "service_created"):
         assert part in described
     assert cli.json("describe", "service", "web")["service"]["name"] == "web"
     assert node in cli("describe", "node", node).stdout
