@@ -13,13 +13,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from orchestrator.namespaces import split
+
 RUNNING = ("running", "healthy")
 
 
-def _split(service_key: str) -> tuple[str, str]:
-    """(namespace, name) of a service key (orchestrator/namespaces.py: `web`, `alice/web`)."""
-    ns, sep, name = service_key.partition("/")
-    return (ns, name) if sep else ("default", service_key)
+_split = split  # (namespace, name) of a service key: `web`, `alice/web`
 
 
 def default_host(service: str) -> str:

@@ -66,22 +66,21 @@ class Target:
             case.query["watch"] = "false"  # the SSE stream never ends by design
         secret = self.creds["node"] if case.path.startswith("/v1/agent/") else ADMIN
         auth = {"Authorization": f"Bearer {secret}"}
-        response = case.call(headers=auth)
-        label = f"{case.method} {case.formatted_path} -> {response.status_code}"
-        assert response.status_code < 500, f"{label}: {response.content[:500]!r}"
-        if response.status_code >= 400:
-            _assert_error_shape(response, label)
-        case.validate_response(response, checks=CHECKS, headers=auth)
+        _send(case, auth, "")
         for n in HUGE:
             other = _huge_case(case, n)
             if other is None:
                 break
-            response = other.call(headers=auth)
-            label = f"{other.method} {other.formatted_path} (integers = {n}) -> {response.status_code}"
-            assert response.status_code < 500, f"{label}: {response.content[:500]!r}"
-            if response.status_code >= 400:
-                _assert_error_shape(response, label)
-            other.validate_response(response, checks=CHECKS, headers=auth)
+            _send(other, auth, f" (integers = {n})")
+
+
+def _send(case, auth: dict[str, str], note: str) -> None:  # type: ignore[no-untyped-def]
+    response = case.call(headers=auth)
+    label = f"{case.method} {case.formatted_path}{note} -> {response.status_code}"
+    assert response.status_code < 500, f"{label}: {response.content[:500]!r}"
+    if response.status_code >= 400:
+        _assert_error_shape(response, label)
+    case.validate_response(response, checks=CHECKS, headers=auth)
 
 
 def _assert_error_shape(response, label: str) -> None:  # type: ignore[no-untyped-def]

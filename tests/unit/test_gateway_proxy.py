@@ -510,13 +510,19 @@ def test_least_outstanding_prefers_the_idle_backend(backends, make_gw):
         assert json.loads(held.result(5)[2])["backend"] == busy
 
 
+def _held_request(ex: ThreadPoolExecutor, gw: Gateway, backend: Backend):  # type: ignore[no-untyped-def]
+    """A GET /wait sent in the background, returned once `backend` holds it."""
+    held = ex.submit(get, gw, "/wait")
+    deadline = time.monotonic() + 5
+    while not backend.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return held
+
+
 def test_update_drains_inflight_requests_and_sends_new_ones_elsewhere(backends, make_gw):
     gw = make_gw([route("web", "web.localhost", {"a": backends[0].port})])
     with ThreadPoolExecutor(1) as ex:
-        held = ex.submit(get, gw, "/wait")
-        deadline = time.monotonic() + 5
-        while not backends[0].requests and time.monotonic() < deadline:
-            time.sleep(0.01)
+        held = _held_request(ex, gw, backends[0])
         gw.update([route("web", "web.localhost", {"b": backends[1].port})])
         assert [e["instance_id"] for e in gw.table()[0]["endpoints"]] == ["b"]
         assert json.loads(get(gw, "/new")[2])["backend"] == "b2"
@@ -529,10 +535,7 @@ def test_update_drains_inflight_requests_and_sends_new_ones_elsewhere(backends, 
 def test_inflight_gauge_and_duration_histogram(backends, make_gw):
     gw = make_gw([route("web", "web.localhost", {"a": backends[0].port})])
     with ThreadPoolExecutor(1) as ex:
-        held = ex.submit(get, gw, "/wait")
-        deadline = time.monotonic() + 5
-        while not backends[0].requests and time.monotonic() < deadline:
-            time.sleep(0.01)
+        held = _held_request(ex, gw, backends[0])
         assert _sample(gw, "dockyard_gateway_inflight", {"service": "web", "namespace": "default"}) == 1
         backends[0].release.set()
         held.result(5)
