@@ -72,6 +72,9 @@ class Service(Base):
     name: Mapped[str] = mapped_column(String(KEY), primary_key=True)  # the key
     namespace: Mapped[str] = mapped_column(String(63), default="default", server_default="default", index=True)
     stack: Mapped[str | None] = mapped_column(String(63), nullable=True, index=True)
+    # the front door it came through: 'api' (/v1) or 'docker-api' (orchestrator/dockerapi/)
+    source: Mapped[str] = mapped_column(String(16), default="api", server_default="api")
+    source_info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     replicas: Mapped[int] = mapped_column(Integer)
     revision: Mapped[int] = mapped_column(Integer, default=1)  # the revision instances should run
