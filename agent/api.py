@@ -164,6 +164,17 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def do_POST(self) -> None:  # noqa: N802
+        parts = [p for p in urlsplit(self.path).path.split("/") if p]
+        if not self._authorised():
+            return
+        if len(parts) == 4 and parts[:2] == ["v1", "instances"] and parts[3] == "exec":
+            from agent.exec import serve  # run a command in the instance's container (agent/exec.py)
+
+            serve(self, parts[2])
+            return
+        self._json(404, "not_found", f"no such endpoint: {urlsplit(self.path).path}")
+
     def do_GET(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
         parts = [p for p in url.path.split("/") if p]

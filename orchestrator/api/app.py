@@ -17,6 +17,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from orchestrator import __version__, errors, metrics, policy, runtime
 from orchestrator.api import agent, cluster, services
 from orchestrator.api import logs as logs_api
+from orchestrator.api import exec as exec_api
 from orchestrator.api import apply as apply_api
 from orchestrator.api import control, openapi, security, tokens
 from orchestrator.api import routes as routes_api
@@ -120,6 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(cluster.router)
     app.include_router(agent.router)
     app.include_router(logs_api.router)
+    app.include_router(exec_api.router)  # exec into an instance (POST and WebSocket)
     app.include_router(tokens.router)
     app.include_router(control.router)
     app.include_router(routes_api.router)  # endpoints, the gateways' routing table

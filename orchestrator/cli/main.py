@@ -268,6 +268,9 @@ def _register_clients() -> None:
     except ImportError:  # client commands are optional while they are being built
         return
     client.register(app)
+    from orchestrator.cli import exec_cmd  # dockyard exec
+
+    exec_cmd.register(app)
 
 
 _register_clients()
