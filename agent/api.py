@@ -1,6 +1,7 @@
-"""The agent's small HTTP API: container logs for the server to proxy, nothing else.
+"""The agent's small HTTP API: container logs for the server to proxy, and the engine's own
+image list and container inspection for the server's Docker Engine API.
 
-Reconciliation never uses it (agents pull); it exists for streams a user asks for. Every
+Reconciliation never uses it (agents pull); it exists for what a user asks for. Every
 request but /healthz must carry `Authorization: Bearer <agent key>`, the per-node key the
 server hands out at join and keeps to call this API. The agent only serves containers
 labelled with its own node, looked up by instance id. With an SSL context (agent/tls.py)
@@ -211,11 +212,34 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if len(parts) == 4 and parts[:2] == ["v1", "instances"] and parts[3] == "logs":
             q = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            self._logs(parts[2], q.get("tail", "all"), _is_true(q.get("follow")))
+            self._logs(parts[2], q.get("tail", "all"), _is_true(q.get("follow")), _is_true(q.get("raw")))
+            return
+        # for the server's Docker Engine API (orchestrator/dockerapi/): the engine's own answers
+        if parts == ["v1", "images"]:
+            self._engine_json(lambda d: d.api.images())
+            return
+        if len(parts) == 4 and parts[:2] == ["v1", "instances"] and parts[3] == "inspect":
+            cid = self.owner.find_container(parts[2])
+            if cid is None:
+                self._json(404, "not_found", f"instance {parts[2]!r} has no container on this node")
+                return
+            self._engine_json(lambda d: d.api.inspect_container(cid))
             return
         self._json(404, "not_found", f"no such endpoint: {url.path}")
 
-    def _logs(self, instance_id: str, tail: str, follow: bool) -> None:
+    def _engine_json(self, call: Callable[[DockerDriver], object]) -> None:
+        try:
+            body = json.dumps(call(self.owner.driver)).encode()
+        except Exception as exc:  # noqa: BLE001 - the engine's refusal, passed on as text
+            self._json(502, "engine_error", f"the Docker engine refused: {exc}")
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _logs(self, instance_id: str, tail: str, follow: bool, raw: bool = False) -> None:
         if tail != "all" and not (tail.isdigit() and int(tail) <= MAX_TAIL):
             self._json(400, "bad_request", f"tail must be a number of lines (at most {MAX_TAIL}) or 'all'")
             return
@@ -224,12 +248,14 @@ class _Handler(BaseHTTPRequestHandler):
             if cid is None:
                 self._json(404, "not_found", f"instance {instance_id!r} has no container on this node")
                 return
-            stream = self.owner.driver.logs(cid, tail=tail, follow=follow)
+            stream = self.owner.driver.logs(cid, tail=tail, follow=follow, raw=raw)
         except DriverError as exc:
             self._json(404, "not_found", str(exc))
             return
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        # raw: Docker's multiplexed frames (8-byte header: stream 1 stdout / 2 stderr, length)
+        self.send_header("Content-Type", "application/vnd.docker.multiplexed-stream" if raw
+                         else "text/plain; charset=utf-8")
         self.send_header("Cache-Control", "no-cache")
         self.send_header("Connection", "close")
         self.end_headers()

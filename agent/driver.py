@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 import threading
 import time
 from typing import Any, Iterator
@@ -364,7 +365,10 @@ class DockerDriver:
                 return  # someone else is removing it: gone soon, which is what we want
             raise DriverError(f"cannot remove container {container_id[:12]}: {_docker_text(e)}") from None
 
-    def logs(self, container_id: str, tail: int | str = "all", follow: bool = False) -> Iterator[bytes]:
+    def logs(self, container_id: str, tail: int | str = "all", follow: bool = False,
+             raw: bool = False) -> Iterator[bytes]:
+        """The container's output: stdout and stderr merged, or with `raw` Docker's multiplexed
+        frames (each with its 8-byte header naming the stream), as the Engine API sends them."""
         try:
             tty = bool(self.api.inspect_container(container_id)["Config"].get("Tty"))
             params = {"stdout": 1, "stderr": 1, "timestamps": 0, "follow": int(bool(follow)),
@@ -374,6 +378,9 @@ class DockerDriver:
             # end the stream with a ReadTimeout after CLIENT_TIMEOUT seconds.
             res = self.api._get(self.api._url("/containers/{0}/logs", container_id), params=params,
                                 stream=True, timeout=None if follow else CLIENT_TIMEOUT)
+            if raw and not tty:
+                self.api._disable_socket_timeout(self.api._get_raw_response_socket(res))
+                return _framed(res)
             return self.api._get_result_tty(True, res, tty)
         except NotFound:
             raise DriverError(f"container {container_id[:12]} no longer exists") from None
@@ -417,3 +424,16 @@ class DockerDriver:
             # Continue from the window's end when it ran to completion; after a break,
             # from the last event seen (a duplicate beats a gap: events only wake a pass).
             since = until if time.time() >= until else (last or since)
+
+
+def _framed(response: requests.Response) -> Iterator[bytes]:
+    """Docker's multiplexed stream as it came: frames of an 8-byte header (>BxxxL: stream,
+    length) and data, read whole. (`response` stays a local so agent/api.py's canceller can
+    shut a quiet followed stream.)"""
+    while True:
+        header = response.raw.read(8)
+        if len(header) < 8:
+            return
+        data = response.raw.read(struct.unpack(">BxxxL", header)[1])
+        if data:
+            yield header + data
