@@ -248,7 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
             if cid is None:
                 self._json(404, "not_found", f"instance {instance_id!r} has no container on this node")
                 return
-            stream = self.owner.driver.logs(cid, tail=tail, follow=follow, raw=raw)
+            stream = (self.owner.driver.logs(cid, tail=tail, follow=follow, raw=True) if raw
+                      else self.owner.driver.logs(cid, tail=tail, follow=follow))
         except DriverError as exc:
             self._json(404, "not_found", str(exc))
             return
