@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass
@@ -26,6 +27,10 @@ class Settings:
     allow: tuple[str, ...] = ()  # host privileges specs may use: privileged, host-network, host-pid, cap:X, bind:/p
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # host:port of the Docker Engine API listener (orchestrator/dockerapi/); '' = none. Its socket
+    # is bound by the command line before the server starts, so a taken port stops it at once.
+    docker_api: str = ""
+    docker_api_socket: Any = field(default=None, repr=False)
     # the CA that signs the agents' API certificates; unset: each agent's own certificate is
     # pinned at join (orchestrator/agent_tls.py). The CLI does not pass it (yet): read here.
     agent_ca: Path | None = field(default_factory=lambda: Path(p) if (p := os.environ.get("DOCKYARD_AGENT_CA")) else None)

@@ -474,7 +474,7 @@ def live_instances(s: Session, names: list[str]) -> dict[str, list[planner.Insta
 def service_dict(svc: Service, live: list[planner.InstanceView], now: float) -> dict:
     st = status_core.summarise(svc.replicas, svc.revision, live, now, svc.status_message)
     return {
-        "name": split(svc.name)[1], "namespace": svc.namespace, "stack": svc.stack, "replicas": svc.replicas, "revision": svc.revision,
+        "name": split(svc.name)[1], "namespace": svc.namespace, "stack": svc.stack, "source": svc.source or "api", "replicas": svc.replicas, "revision": svc.revision,
         "generation": svc.generation, "version": svc.version, "spec": svc.spec,
         "status": {"replicas": st.replicas, "running": st.running, "ready": st.ready, "updated": st.updated,
                    "pending": st.pending, "message": st.message},

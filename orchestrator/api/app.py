@@ -95,10 +95,18 @@ def create_app(settings: Settings) -> FastAPI:
         # 51 % and p99 8 ms at 1 ms; 0.05 ms halved the tail again (bench/simulate.py).
         sys.setswitchinterval(SWITCH_INTERVAL)
         metrics.watch_gc()
+        docker_api = None
+        if settings.docker_api or settings.docker_api_socket is not None:
+            from orchestrator.dockerapi.serve import DockerAPIServer, bind
+
+            docker_api = DockerAPIServer(st, settings.docker_api_socket or bind(settings.docker_api))
+            docker_api.start()
         log.info("dockyard server %s ready on %s:%s", __version__, settings.host, settings.port)
         try:
             yield
         finally:
+            if docker_api is not None:
+                await docker_api.stop()
             runtime.stop(st)
 
     app = FastAPI(

@@ -29,6 +29,7 @@ class ServiceOut(BaseModel):
     name: str
     namespace: str
     stack: str | None
+    source: str = "api"  # 'docker-api': made through the Docker Engine API (docs/docker-api.md)
     replicas: int
     revision: int
     generation: int

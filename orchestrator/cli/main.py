@@ -45,6 +45,11 @@ TlsCertOpt = typer.Option(None, "--tls-cert", envvar="DOCKYARD_TLS_CERT", help="
 TlsKeyOpt = typer.Option(None, "--tls-key", envvar="DOCKYARD_TLS_KEY", help="the PEM private key of --tls-cert")
 AllowOpt = typer.Option([], "--allow", envvar="DOCKYARD_ALLOW", help="host privileges specs may use (admins only), comma "
                         "separated: privileged, host-network, host-pid, cap:NAME, bind:/host/path (README, Security)")
+DockerApiOpt = typer.Option("", "--docker-api", envvar="DOCKYARD_DOCKER_API",
+                            help="host:port to serve the Docker Engine API on, for the docker CLI and SDK "
+                                 "(docs/docker-api.md); empty: none")
+UpDockerApiOpt = typer.Option("127.0.0.1:2375", "--docker-api", envvar="DOCKYARD_DOCKER_API",
+                              help="host:port of the Docker Engine API for the docker CLI (empty: none)")
 CaOpt = typer.Option(None, "--ca-file", envvar="DOCKYARD_CA_FILE", help="PEM CA bundle to verify the server's TLS certificate")
 
 
@@ -92,6 +97,10 @@ def _serve(settings: Settings, on_ready=None) -> None:  # type: ignore[no-untype
 
     try:
         runtime.preflight(settings)  # e.g. a second server on one SQLite file: a message, not a traceback
+        if settings.docker_api:
+            from orchestrator.dockerapi.serve import bind
+
+            settings.docker_api_socket = bind(settings.docker_api)  # a taken port stops us here
     except DockyardError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1)
@@ -117,14 +126,16 @@ def server(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, d
            admin_token: Optional[str] = AdminOpt, join_token: Optional[str] = JoinOpt, loop_interval: float = IntervalOpt,
            node_ttl: float = TtlOpt, heartbeat_interval: float = HbOpt, history_limit: int = HistOpt,
            lease_ttl: float = LeaseOpt, log_level: str = LogOpt, tls_cert: Optional[Path] = TlsCertOpt, tls_key: Optional[Path] = TlsKeyOpt,
-           allow: list[str] = AllowOpt) -> None:
+           allow: list[str] = AllowOpt, docker_api: str = DockerApiOpt) -> None:
     """Run the Dockyard server (API + reconcile loop).
 
     Example: dockyard server --port 8080 --data-dir /var/lib/dockyard --tls-cert cert.pem --tls-key key.pem
     """
     _logging(log_level)
-    _serve(_secure(_settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
-                             heartbeat_interval, history_limit, log_level, lease_ttl), tls_cert, tls_key, allow))
+    settings = _secure(_settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
+                                 heartbeat_interval, history_limit, log_level, lease_ttl), tls_cert, tls_key, allow)
+    settings.docker_api = docker_api
+    _serve(settings)
 
 
 def _parse_labels(labels: list[str]) -> dict[str, str]:
@@ -229,7 +240,7 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
        gateway_listen: str = typer.Option("127.0.0.1:8000", "--gateway-listen", envvar="DOCKYARD_GATEWAY_LISTEN",
                                           help="host:port of the gateway to exposed services (empty: none)"),
        drain_seconds: float = DrainOpt, gateway_timeout: float = GwTimeoutOpt,
-       gateway_access_log: bool = AccessLogOpt) -> None:
+       gateway_access_log: bool = AccessLogOpt, docker_api: str = UpDockerApiOpt) -> None:
     """Run a one-machine cluster: the server plus one local agent with its gateway.
 
     Example: dockyard up --port 8080
@@ -239,6 +250,7 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
     _logging(log_level)
     settings = _secure(_settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
                                  heartbeat_interval, history_limit, log_level, lease_ttl), tls_cert, tls_key, allow)
+    settings.docker_api = docker_api
     scheme = "https" if tls_cert else "http"
     url = f"{scheme}://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     # the local agent trusts --ca-file, else the server's own (self-signed) certificate
