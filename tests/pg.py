@@ -6,6 +6,7 @@ a skipped backend would claim coverage the run does not give.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import secrets
 import threading
@@ -14,7 +15,9 @@ import pytest
 from sqlalchemy import create_engine, pool, text
 from sqlalchemy.engine import make_url
 
-TEMPLATE = "dockyard_template"
+# one template per test process: several runs on one PostgreSQL server (a developer's and a
+# helper's, or two checkouts at different migrations) must not drop or migrate each other's
+TEMPLATE = f"dockyard_template_{os.getpid()}"
 _made = threading.Lock()
 _template_ready = False
 
@@ -44,6 +47,17 @@ def _template() -> None:
         eng.dispose()
         migrate(str(make_url(server_url()).set(database=TEMPLATE).render_as_string(hide_password=False)))
         _template_ready = True
+        atexit.register(_drop_template)
+
+
+def _drop_template() -> None:
+    try:
+        eng = _admin()
+        with eng.connect() as c:
+            c.execute(text(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"))
+        eng.dispose()
+    except Exception:  # noqa: BLE001 - the server may be gone at exit; the name is unique anyway
+        pass
 
 
 def fresh_database() -> str:
