@@ -212,14 +212,14 @@ def create_app(st: State) -> FastAPI:
         while time.monotonic() < deadline and not await _db(st, lambda s: store.gone(s, r)):
             await asyncio.sleep(POLL)
 
-    @app.get("/containers/{ref}/json")
+    @app.get("/containers/{ref:path}/json")
     async def inspect(request: Request, ref: str) -> dict:
         st, p, r = await _find(request, ref, "viewer")
         engine = await agents.inspect(st, p, r.instance) if r.instance and r.container_id != r.instance else None
         node = await _db(st, lambda s: store.node(s, r.node))
         return translate.inspect(r, node, engine)
 
-    @app.post("/containers/{ref}/start")
+    @app.post("/containers/{ref:path}/start")
     async def start(request: Request, ref: str) -> Response:
         st, p, r = await _find(request, ref, "operator")
         what = await _db(st, lambda s: store.start(s, p, r, time.time()))
@@ -265,11 +265,11 @@ def create_app(st: State) -> FastAPI:
         await _until_gone(st, r, _timeout(request) + STOP_GRACE)
         return Response(status_code=204)
 
-    @app.post("/containers/{ref}/stop")
+    @app.post("/containers/{ref:path}/stop")
     async def stop(request: Request, ref: str) -> Response:
         return await _stop(request, ref)
 
-    @app.post("/containers/{ref}/kill")
+    @app.post("/containers/{ref:path}/kill")
     async def kill(request: Request, ref: str) -> Response:
         sig = (request.query_params.get("signal") or "KILL").upper().removeprefix("SIG")
         if sig not in ("KILL", "9"):
@@ -277,7 +277,7 @@ def create_app(st: State) -> FastAPI:
                           "(docker stop, docker kill) but not sent other signals")
         return await _stop(request, ref)
 
-    @app.post("/containers/{ref}/restart")
+    @app.post("/containers/{ref:path}/restart")
     async def restart(request: Request, ref: str) -> Response:
         st, p, r = await _find(request, ref, "operator")
         if await _db(st, lambda s: store.is_docker_api(s, r)):
@@ -288,7 +288,7 @@ def create_app(st: State) -> FastAPI:
             await _until_gone(st, r, _timeout(request) + STOP_GRACE)
         return Response(status_code=204)
 
-    @app.post("/containers/{ref}/wait")
+    @app.post("/containers/{ref:path}/wait")
     async def wait(request: Request, ref: str) -> StreamingResponse:
         """Until the container is not running. The headers go out at once, the body when it
         exits: the CLI sends this before every `docker run`'s start (even -d) and waits for
@@ -304,7 +304,7 @@ def create_app(st: State) -> FastAPI:
 
         return StreamingResponse(body(), media_type="application/json")
 
-    @app.delete("/containers/{ref}")
+    @app.delete("/containers/{ref:path}")
     async def remove(request: Request, ref: str) -> Response:
         st, p, r = await _find(request, ref, "operator")
         nodes = await _db(st, lambda s: store.remove(s, p, r, _flag(request, "force"), time.time()))
@@ -312,7 +312,7 @@ def create_app(st: State) -> FastAPI:
         st.loop.kick()
         return Response(status_code=204)
 
-    @app.get("/containers/{ref}/logs")
+    @app.get("/containers/{ref:path}/logs")
     async def logs(request: Request, ref: str) -> StreamingResponse:
         st, p, r = await _find(request, ref, "viewer")
         q = request.query_params

@@ -191,6 +191,22 @@ def exit_status(s: Session, p: Principal, ref: str) -> int | None:
     return (r.exit_code or 0) if translate.docker_state(r.state) in ("exited", "dead") else None
 
 
+def node_lost(s: Session, lost: list[Instance], now: float) -> None:
+    """Lost with its node: a docker-api container whose restart policy is 'no' is not started
+    again elsewhere (as Docker would not restart it); it shows exited in `docker ps -a`."""
+    for i in lost:
+        svc = s.get(Service, i.service_name)
+        if svc is None or svc.source != SOURCE or svc.replicas == 0:
+            continue
+        if (svc.spec.get("restart") or {}).get("policy") != "never":
+            continue
+        svc.source_info = {**(svc.source_info or {}), "container_id": i.container_id or i.id, "node": i.node_name,
+                           "exit_code": 137}
+        ops.scale(s, svc.name, 0, if_match=None, actor="dockyard", now=now)
+        record(s, "container_lost", f"container {(i.container_id or i.id)[:12]} was lost with node {i.node_name}; "
+               "its restart policy is 'no', so it is not started elsewhere", service=svc.name, now=now)
+
+
 def info(s: Session, p: Principal) -> dict[str, Any]:
     nodes = list(s.scalars(select(Node).order_by(Node.name)))
     rs = rows(s, p)
