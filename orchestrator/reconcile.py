@@ -31,7 +31,6 @@ from orchestrator.coord.lease import NotLeader
 from orchestrator.core import drain, liveness, planner, scheduler
 from orchestrator.core.constraints import parse_constraint
 from orchestrator.db import Database
-from orchestrator.dockerapi import store as dockerapi_store
 from orchestrator.events import record
 from orchestrator.hub import Hub
 from orchestrator.models import Event, Instance, Node, Revision, Service
@@ -362,6 +361,8 @@ class Reconciler:
                 for i in lost:
                     # fenced: the node's agent will remove it when it comes back
                     i.state, i.desired_state, i.updated_at = "lost", "stopped", now
+                from orchestrator.dockerapi import store as dockerapi_store  # (it imports service_ops, which imports us)
+
                 dockerapi_store.node_lost(s, lost, now)  # `docker run --restart no`: not rescheduled
                 record(s, "node_down", f"node {n.name} missed heartbeats for {now - t.seen:.1f}s; "
                        f"{len(lost)} instance(s) lost and being replaced", node=n.name, now=now)
