@@ -204,7 +204,7 @@ def _dockyard_command() -> str:
 
 
 def up_banner(url: str, node_name: str, token_source: str, admin_file: Path, dockyard: str,
-              cacert: Optional[str] = None) -> str:
+              cacert: Optional[str] = None, docker: Optional[str] = None) -> str:
     """What `dockyard up` prints once it is up: where, which token, and two commands that work as printed.
 
     token_source is where the admin token came from: "file" (generated into admin_file),
@@ -227,7 +227,8 @@ def up_banner(url: str, node_name: str, token_source: str, admin_file: Path, doc
             f"Try:\n"
             f"  curl{tls} -H \"Authorization: Bearer {bearer}\" {url}/v1/nodes\n"
             f"{note}"
-            f"  {q(dockyard)} get nodes\n")
+            f"  {q(dockyard)} get nodes\n"
+            + (f"  {docker}\n" if docker else ""))
 
 
 @app.command()
@@ -269,7 +270,13 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
         ca = str(Path(ca_file or tls_cert).resolve()) if tls_cert else None
         save_context(url, None if admin_token else admin_file, admin_token, ca)
         source = "file" if not admin_token else "env" if os.environ.get("DOCKYARD_ADMIN_TOKEN") == admin_token else "flag"
-        typer.echo(up_banner(url, node_name, source, admin_file, _dockyard_command(), ca))
+        docker = None
+        if docker_api:  # the docker CLI's config (the admin token in HttpHeaders), and how to use it
+            from orchestrator.dockerapi.serve import cli_line, write_client_config
+
+            secret = admin_token or admin_file.read_text().strip()
+            docker = cli_line(docker_api, write_client_config(settings.data_dir, secret), ca)
+        typer.echo(up_banner(url, node_name, source, admin_file, _dockyard_command(), ca, docker))
 
     _serve(settings, on_ready=start_agent)
 

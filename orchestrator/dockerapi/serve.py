@@ -7,8 +7,11 @@ start rather than a missing endpoint later. TLS uses the server's own certificat
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import shlex
 import socket
+from pathlib import Path
 
 import uvicorn
 
@@ -72,3 +75,23 @@ class DockerAPIServer:
                 await asyncio.wait_for(self.task, 5)
             except (asyncio.TimeoutError, Exception) as exc:  # noqa: BLE001 - shutting down anyway
                 log.debug("Docker API listener stopped: %r", exc)
+
+
+def write_client_config(data_dir: Path, token: str) -> Path:
+    """The docker CLI's config directory `dockyard up` writes: config.json sends the admin token
+    (HttpHeaders), readable by its owner only, like the token file beside it."""
+    where = Path(data_dir).resolve() / "docker"
+    where.mkdir(parents=True, exist_ok=True)
+    f = where / "config.json"
+    f.touch(mode=0o600)
+    f.chmod(0o600)
+    f.write_text(json.dumps({"HttpHeaders": {"Authorization": f"Bearer {token}"}}, indent=2) + "\n")
+    return where
+
+
+def cli_line(listen: str, config: Path, cacert: str | None = None) -> str:
+    """The docker command line `dockyard up` prints (works as printed, from any directory)."""
+    host, port = parse(listen)
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    tls = f" --tlsverify --tlscacert {shlex.quote(cacert)}" if cacert else ""
+    return f"DOCKER_HOST=tcp://{host}:{port} docker --config {shlex.quote(str(config))}{tls} ps"

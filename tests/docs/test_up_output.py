@@ -29,6 +29,12 @@ def try_lines(text: str) -> list[str]:
     return [line.strip() for line in after.splitlines() if line.startswith("  ") and not line.strip().startswith("(")]
 
 
+def test_the_docker_cli_line_comes_last() -> None:
+    text = up_banner(URL, "box", "file", Path("/d/admin.token"), "/v/dockyard", None,
+                     "DOCKER_HOST=tcp://127.0.0.1:2375 docker --config /d/docker ps")
+    assert try_lines(text)[-1] == "DOCKER_HOST=tcp://127.0.0.1:2375 docker --config /d/docker ps"
+
+
 def test_generated_token_file_is_read_by_absolute_path() -> None:
     text = up_banner(URL, "box", "file", Path("/srv/dock yard/.dockyard/admin.token"), "/srv/dock yard/.venv/bin/dockyard")
     assert "Admin token: /srv/dock yard/.dockyard/admin.token" in text
@@ -68,7 +74,9 @@ def _run_up(tmp: Path, env_token: str | None) -> tuple[list[str], dict[str, str]
     if env_token:
         env["DOCKYARD_ADMIN_TOKEN"] = env_token
     node = "t" + secrets.token_hex(3) + "-up"
-    p = subprocess.Popen([DOCKYARD, "up", "--port", str(port), "--node-name", node, "--log-level", "warning"],
+    docker_api = f"127.0.0.1:{free_port()}"
+    p = subprocess.Popen([DOCKYARD, "up", "--port", str(port), "--node-name", node, "--log-level", "warning",
+                          "--docker-api", docker_api],
                          cwd=run, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     seen: list[str] = []
     done = threading.Event()
@@ -77,7 +85,7 @@ def _run_up(tmp: Path, env_token: str | None) -> tuple[list[str], dict[str, str]
         assert p.stdout is not None
         for line in p.stdout:
             seen.append(line)
-            if line.strip().endswith("get nodes"):
+            if line.strip().endswith(" ps"):  # the docker CLI's line, the last
                 done.set()
         done.set()
 
@@ -87,7 +95,7 @@ def _run_up(tmp: Path, env_token: str | None) -> tuple[list[str], dict[str, str]
         text = "".join(seen)
         assert f"Dockyard is up at http://127.0.0.1:{port}" in text, text
         lines = try_lines(text)
-        assert len(lines) == 2, text
+        assert len(lines) == 3 and lines[2].startswith(f"DOCKER_HOST=tcp://{docker_api} docker --config "), text
         shell_env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKYARD_")}
         shell_env["DOCKYARD_CONFIG"] = str(tmp / "cli.json")
         if env_token:
@@ -98,7 +106,7 @@ def _run_up(tmp: Path, env_token: str | None) -> tuple[list[str], dict[str, str]
                                env=shell_env, capture_output=True, text=True, timeout=60)
             assert r.returncode == 0, f"{line!r} -> exit {r.returncode}\n{r.stdout}\n{r.stderr}\n{text}"
             results.append(r.stdout)
-        return lines, {"curl": results[0], "cli": results[1], "banner": text}
+        return lines, {"curl": results[0], "cli": results[1], "docker": results[2], "banner": text}
     finally:
         p.send_signal(signal.SIGTERM)
         try:
@@ -114,6 +122,7 @@ def test_printed_lines_work_from_any_directory(env_token, engine, tmp_path: Path
     lines, out = _run_up(tmp_path, env_token)
     assert out["curl"].lstrip().startswith("["), out  # the node list, as JSON
     assert re.search(r"^NAME\s", out["cli"], re.M), out
+    assert out["docker"].startswith("CONTAINER ID"), out  # the docker CLI, through the Docker API, as printed
     assert os.path.isabs(lines[1].split()[0].strip("'")), lines
     admin_file = tmp_path / "run" / ".dockyard" / "admin.token"
     if env_token:
