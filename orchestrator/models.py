@@ -141,6 +141,47 @@ class Event(Base):
     actor: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
+class Stack(Base):
+    """A server-side stack: one application of several services, applied and rolled back as a
+    unit (orchestrator/stacks/). `release` is the release its services should run; while
+    `state` is 'rolling' the leader watches them (stacks/monitor.py), expecting `expect`."""
+
+    __tablename__ = "stacks"
+    key: Mapped[str] = mapped_column(String(KEY), primary_key=True)  # like a service's key
+    name: Mapped[str] = mapped_column(String(63))
+    namespace: Mapped[str] = mapped_column(String(63), default="default", index=True)
+    release: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), default="rolling")  # deployed | rolling | failed | rolled_back
+    reason: Mapped[str] = mapped_column(Text, default="")
+    atomic: Mapped[bool] = mapped_column(default=True)
+    rollout_from: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    expect: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # service key -> revision
+    started_at: Mapped[float] = mapped_column(Float, default=0.0)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    # every UPDATE checks the version it read: the leader's monitor (which reads without a lock)
+    # loses to an apply that committed meanwhile, and its pass is retried (db.run)
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
+
+
+class StackRelease(Base):
+    """One numbered release of a stack: each service's revision, replicas and spec, and the values."""
+
+    __tablename__ = "stack_releases"
+    __table_args__ = (UniqueConstraint("stack_key", "number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    stack_key: Mapped[str] = mapped_column(String(KEY), ForeignKey("stacks.key", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # pending | deployed | superseded | failed
+    services: Mapped[dict[str, Any]] = mapped_column(JSON)  # name -> {revision, replicas, spec}
+    values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    package: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # {name, version}
+    description: Mapped[str] = mapped_column(Text, default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class LeaderLease(Base):
     """The single row servers on one database compete for (orchestrator/coord/lease.py).
     Times are on the database's clock, so servers with skewed clocks agree on expiry."""

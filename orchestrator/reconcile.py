@@ -34,6 +34,7 @@ from orchestrator.db import Database
 from orchestrator.events import record
 from orchestrator.hub import Hub
 from orchestrator.models import Event, Instance, Node, Revision, Service
+from orchestrator.stacks import monitor as stack_monitor
 
 log = logging.getLogger("dockyard.loop")
 # Kicks (API writes, agent reports) bring the next pass forward, but passes start at least
@@ -328,6 +329,7 @@ class Reconciler:
                    node=name, now=now)
         touched |= self._place(s, services, nodes, instances, specs, now)
         self._collect(s, instances, nodes)
+        touched |= stack_monitor.step(s, services, instances, now)  # rolling releases (stacks/monitor.py)
         metrics.NODES.clear()
         for n in nodes.values():
             metrics.NODES.labels(status=n.status, availability=n.availability).inc()

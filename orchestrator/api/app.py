@@ -22,6 +22,7 @@ from orchestrator.api import apply as apply_api
 from orchestrator.api import control, openapi, security, tokens
 from orchestrator.api import routes as routes_api
 from orchestrator.api import namespaces as namespaces_api
+from orchestrator.api import stacks as stacks_api
 from orchestrator.api import deps
 from orchestrator.limits import BodyLimit
 from orchestrator.api.deps import State, role
@@ -126,6 +127,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(services.router, **in_namespace)
     app.include_router(apply_api.router, **in_namespace)
     app.include_router(routes_api.services_router, **in_namespace)
+    app.include_router(stacks_api.router, prefix="/v1")  # /v1/stacks: releases (orchestrator/stacks/)
+    app.include_router(stacks_api.router, **in_namespace)
     app.include_router(cluster.router)
     app.include_router(agent.router)
     app.include_router(logs_api.router)

@@ -100,8 +100,20 @@ STACK_COLS = [
     Col("NAME", lambda s: s["name"]),
     Col("SERVICES", lambda s: len(s["services"])),
     Col("READY", lambda s: f"{s['ready']}/{s['replicas']}"),
+    Col("RELEASE", lambda s: s.get("release")),  # server-side stacks only (docs/releases.md)
+    Col("STATE", lambda s: s.get("state")),
     Col("MEMBERS", lambda s: ",".join(s["services"]), wide=True),
+    Col("REASON", lambda s: s.get("reason"), wide=True),
 ]
+
+
+def with_releases(groups: list[dict], stacks: list[dict]) -> list[dict]:
+    """The stacks grouped from services, plus release, state and reason of server-side ones."""
+    by = {g["name"]: g for g in groups}
+    for st in stacks:
+        g = by.setdefault(st["name"], {"name": st["name"], "services": [], "replicas": 0, "ready": 0})
+        g.update(release=st["release"], state=st["state"], reason=st["reason"])
+    return [by[k] for k in sorted(by)]
 
 
 def group_stacks(services: list[dict]) -> list[dict]:
@@ -199,14 +211,19 @@ def get_events(service: Optional[str] = typer.Argument(None, help="only this ser
 
 @command
 def get_stacks(name: Optional[str] = typer.Argument(None, help="one stack"), output: Output = OutputOpt) -> None:
-    """List stacks: services applied together (apply of several documents, compose up).
+    """List stacks: services applied together (apply of several documents, compose up, stack install),
+    with the release and state of those installed as server-side stacks.
 
     Example: dockyard get stacks
 
     Example: dockyard get stacks shop -o json
     """
+    from orchestrator.cli.stack_cmd import path
+
     c = client()
     stacks = group_stacks(c.get("/v1/services", params={"stack": name} if name else None))
+    server = c.get(path()) or []
+    stacks = with_releases(stacks, [s for s in server if name in (None, s["name"])])
     if name:
         if not stacks:
             raise fail(f"stack {name!r} not found: no service belongs to it")

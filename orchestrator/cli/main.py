@@ -287,6 +287,9 @@ def _register_clients() -> None:
     except ImportError:  # client commands are optional while they are being built
         return
     client.register(app)
+    from orchestrator.cli import stack_cmd
+
+    stack_cmd.register(app)  # dockyard stack ... (docs/releases.md)
     from orchestrator.cli import exec_cmd  # dockyard exec
 
     exec_cmd.register(app)

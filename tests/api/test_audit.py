@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 from tests.api.principals import bearer, join_node, make_token
 from tests.api.test_roles import OPERATIONS
 
+# a stack of one service with no replicas: its release is deployed at the leader's next pass
+STACK = {"services": [{"name": "sa", "image": "busybox:1", "replicas": 0}]}
 # (method, path) -> (principal, url, body, expected event kind)
 RECIPES = [
     ("PUT", "/v1/services/{name}", "op", "/v1/services/web", {"image": "busybox:1", "replicas": 1}, "service_created"),
@@ -23,7 +25,17 @@ RECIPES = [
     ("DELETE", "/v1/services/{name}", "op", "/v1/services/web", None, "service_deleted"),
     ("POST", "/v1/apply", "op", "/v1/apply", {"services": [{"name": "batch", "image": "busybox:1"}]},
      "service_created"),
+    ("PUT", "/v1/stacks/{name}", "op", "/v1/stacks/shop", STACK, "stack_released"),
+    ("PUT", "/v1/stacks/{name}", "op", "/v1/stacks/shop", {**STACK, "values": {"a": 1}}, "stack_released"),
+    ("POST", "/v1/stacks/{name}/rollback", "op", "/v1/stacks/shop/rollback", {"release": 1}, "stack_rollback"),
+    ("DELETE", "/v1/stacks/{name}", "op", "/v1/stacks/shop", None, "stack_deleted"),
     ("POST", "/v1/namespaces", "adm", "/v1/namespaces", {"name": "team"}, "namespace_created"),
+    ("PUT", "/v1/namespaces/{ns}/stacks/{name}", "op", "/v1/namespaces/team/stacks/shop", STACK, "stack_released"),
+    ("PUT", "/v1/namespaces/{ns}/stacks/{name}", "op", "/v1/namespaces/team/stacks/shop",
+     {**STACK, "values": {"a": 1}}, "stack_released"),
+    ("POST", "/v1/namespaces/{ns}/stacks/{name}/rollback", "op", "/v1/namespaces/team/stacks/shop/rollback",
+     {"release": 1}, "stack_rollback"),
+    ("DELETE", "/v1/namespaces/{ns}/stacks/{name}", "op", "/v1/namespaces/team/stacks/shop", None, "stack_deleted"),
     ("PUT", "/v1/namespaces/{ns}/services/{name}", "op", "/v1/namespaces/team/services/web",
      {"image": "busybox:1", "replicas": 1}, "service_created"),
     ("PATCH", "/v1/namespaces/{ns}/services/{name}", "op", "/v1/namespaces/team/services/web", {"env": {"A": "1"}},
@@ -62,6 +74,17 @@ def _wait_empty(client, node: str) -> None:  # type: ignore[no-untyped-def]
     raise AssertionError(f"node {node} still has instances 10 s after its drain")
 
 
+def _wait_settled(client, url: str) -> None:  # type: ignore[no-untyped-def]
+    stack = url.removesuffix("/rollback")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        r = client.get(stack)
+        if r.status_code == 404 or r.json()["state"] != "rolling":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{stack} still rolling 10 s later")
+
+
 def test_every_mutating_operation_has_an_audit_recipe():
     mutating = {(m, p) for m, p, _ in OPERATIONS if m != "GET"} - NOT_AUDITED
     covered = {(m, p) for m, p, *_ in RECIPES}
@@ -79,6 +102,8 @@ def test_mutating_calls_are_events_naming_their_token(client):
             url = url.replace("{made}", made_id)
         if kind == "node_removed":
             _wait_empty(client, "n1")  # the drain just asked the leader's next pass to move 'batch' off n1
+        if kind.startswith("stack_"):
+            _wait_settled(client, url)  # a change while a release rolls out is a 409
         last = client.get("/v1/events", params={"limit": 1}).json()
         since = last[0]["id"] if last else 0
         r = anon.request(method, url, json=body, headers=bearer(tokens[who]))

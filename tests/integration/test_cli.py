@@ -164,7 +164,8 @@ def test_stacks(cluster, cli):
     cli("apply", "-f", cli.file("lone.yaml", SERVICE.replace("name: web", "name: lone")))
     wait_for(lambda: cli.json("get", "stacks") == [{"name": "shop", "services": ["api", "web"], "replicas": 3,
                                                     "ready": 3}], 60, 0.3, what="stack ready")
-    assert cli("get", "stacks").stdout.split()[:6] == ["NAME", "SERVICES", "READY", "shop", "2", "3/3"]
+    assert cli("get", "stacks").stdout.split()[:10] == ["NAME", "SERVICES", "READY", "RELEASE", "STATE", "shop", "2",
+                                                          "3/3", "-", "-"]
     assert "api,web" in cli("get", "stacks", "-o", "wide").stdout
     assert yaml.safe_load(cli("get", "stacks", "shop", "-o", "yaml").stdout)["services"] == ["api", "web"]
     assert [s["name"] for s in cli.json("get", "services", "--stack", "shop")] == ["api", "web"]
