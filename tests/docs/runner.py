@@ -24,6 +24,7 @@ from pathlib import Path
 from tests.docs.examples import Block, point_at
 
 DOCS_URL = "http://127.0.0.1:8080"
+DOCS_DOCKER = "127.0.0.1:2375"  # the Docker API `make run` serves (docs/docker-api.md)
 DOCS_GATEWAY = "localhost:8000"  # the gateway `make run` starts: web.localhost:8000, 127.0.0.1:8000 below
 BLOCK_TIMEOUT = 300.0
 
@@ -58,8 +59,9 @@ class Outcome:
 class Session:
     """One bash process for the blocks of one page."""
 
-    def __init__(self, work: Path, env: dict[str, str], url: str, gateway: str = DOCS_GATEWAY):
-        self.work, self.url, self.gateway = work, url, gateway
+    def __init__(self, work: Path, env: dict[str, str], url: str, gateway: str = DOCS_GATEWAY,
+                 docker: str = DOCS_DOCKER):
+        self.work, self.url, self.gateway, self.docker = work, url, gateway, docker
         self.dir = work.parent / "blocks"
         self.dir.mkdir(exist_ok=True)
         shim_dir = work.parent / "shims"
@@ -89,6 +91,7 @@ class Session:
         code = point_at(block.code, DOCS_URL, self.url)
         code = point_at(point_at(code, DOCS_GATEWAY, self.gateway), "127.0.0.1:8000",
                         self.gateway.replace("localhost", "127.0.0.1"))
+        code = point_at(code, DOCS_DOCKER, self.docker)
         script.write_text(code + "\n")
         curl_log.touch()
         started = time.monotonic()

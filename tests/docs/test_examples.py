@@ -19,6 +19,7 @@ import pytest
 
 from tests.docs.examples import ROOT, blocks, pages
 from tests.docs.runner import DOCS_URL, Session, report
+from orchestrator.dockerapi.serve import write_client_config
 from tests.harness import ADMIN, JOIN, Cluster, free_port
 from tests.integration.conftest import engine  # noqa: F401 - the fixture: fails (never skips) without Docker
 
@@ -38,6 +39,7 @@ def _workdir(tmp: Path, url: str) -> tuple[Path, dict[str, str]]:
         f = work / ".dockyard" / name
         f.write_text(secret + "\n")
         f.chmod(0o600)
+    write_client_config(work / ".dockyard", ADMIN)  # .dockyard/docker/config.json, as `dockyard up` writes it
     (work / ".venv").symlink_to(ROOT / ".venv")
     home = tmp / "home"
     (home / ".config" / "dockyard").mkdir(parents=True)
@@ -58,7 +60,8 @@ def test_page_examples(page: Path, engine, tmp_path: Path) -> None:  # noqa: F81
         if shutil.which(tool) is None:
             pytest.fail(f"the docs examples need {tool} (apt-get install -y {tool})")
     page_blocks = [b for b in blocks(page) if b.not_run is None]
-    cluster = Cluster(tmp_path)
+    docker_api = f"127.0.0.1:{free_port()}"  # stands in for make run's 127.0.0.1:2375 (runner.DOCS_DOCKER)
+    cluster = Cluster(tmp_path, server_args=["--docker-api", docker_api])
     session = None
     try:
         cluster.start_server()
@@ -66,7 +69,7 @@ def test_page_examples(page: Path, engine, tmp_path: Path) -> None:  # noqa: F81
         gateway = free_port()  # stands in for make run's 127.0.0.1:8000 (runner.DOCS_GATEWAY)
         cluster.start_agent("a", "--label", "zone=a", "--label", "disk=ssd", "--gateway-listen", f"127.0.0.1:{gateway}")
         work, env = _workdir(tmp_path, cluster.url)
-        session = Session(work, env, cluster.url, f"localhost:{gateway}")
+        session = Session(work, env, cluster.url, f"localhost:{gateway}", docker_api)
         ran = []
         for block in page_blocks:
             outcome = session.run(block)

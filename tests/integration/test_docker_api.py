@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import docker
 import httpx
 import pytest
 
-from tests.harness import ADMIN, IMAGE, Cluster, free_port, wait_for
+from tests.harness import ADMIN, DOCKYARD, IMAGE, Cluster, Proc, free_port, self_signed, wait_for
 
 LOOP = "i=0; echo hello; echo oops >&2; while true; do i=$((i+1)); echo line$i; sleep 0.2; done"
 
@@ -206,3 +207,30 @@ def test_restart_policy_no_is_not_rescheduled_when_its_node_dies(dc) -> None:  #
              what="'always' running again")
     time.sleep(0.5)
     d("rm", "-f", "once", "always")
+
+
+def test_tls_with_the_servers_certificate(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    c = Cluster(tmp_path, server_args=["--tls-cert", str(cert), "--tls-key", str(key), "--docker-api",
+                                       f"127.0.0.1:{port}"])
+    c.url = f"https://127.0.0.1:{c.port}"
+    c.api = httpx.Client(base_url=c.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30,
+                         verify=ssl.create_default_context(cafile=str(cert)))
+    c.server = Proc([DOCKYARD, "server", "--port", str(c.port), "--data-dir", str(tmp_path / "data"),
+                     *c.server_args], c.env, tmp_path / "server.log").start()
+    try:
+        wait_for(lambda: c.api.get("/readyz").status_code == 200, 30, what="TLS server ready")
+        c.start_agent("a", "--ca-file", str(cert))
+        d = DockerCLI(port, _config(tmp_path / "cfg", ADMIN))
+        tls = ("--tlsverify", "--tlscacert", str(cert))
+        d(*tls, "run", "-d", "--name", "secure", "--stop-timeout", "1", IMAGE, "sleep", "300")
+        assert "secure" in d(*tls, "ps").stdout
+        (tmp_path / "other").mkdir()
+        other, _ = self_signed(tmp_path / "other")
+        untrusted = d("--tlsverify", "--tlscacert", str(other), "ps", code=1)  # another CA: refused ...
+        assert "certificate" in untrusted.stderr.lower() or "x509" in untrusted.stderr.lower(), untrusted.stderr
+        assert d("ps", code=1).returncode == 1  # ... and plain HTTP gets no answer from a TLS port
+        d(*tls, "rm", "-f", "secure")
+    finally:
+        c.close()
