@@ -18,6 +18,8 @@ from orchestrator import __version__, errors, metrics, policy, runtime
 from orchestrator.api import agent, cluster, services
 from orchestrator.api import logs as logs_api
 from orchestrator.api import exec as exec_api
+from orchestrator.api import summary as summary_api
+from orchestrator.api import ui as ui_api
 from orchestrator.api import apply as apply_api
 from orchestrator.api import control, openapi, security, tokens
 from orchestrator.api import routes as routes_api
@@ -133,6 +135,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(agent.router)
     app.include_router(logs_api.router)
     app.include_router(exec_api.router)  # exec into an instance (POST and WebSocket)
+    app.include_router(summary_api.router)  # GET /v1/summary: the dashboard's rows, live with watch=true
+    ui_api.install(app)  # /ui: the dashboard (orchestrator/ui/)
     app.include_router(tokens.router)
     app.include_router(control.router)
     app.include_router(routes_api.router)  # endpoints, the gateways' routing table

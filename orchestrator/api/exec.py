@@ -30,15 +30,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent import exec as wire
 from orchestrator import agent_keys, agent_tls
-from orchestrator.api.deps import State, role, state
+from orchestrator.api.deps import State, YamlRoute, role, state
 from orchestrator.api.logs import BadGateway
 from orchestrator.auth import Principal, authenticate, hash_secret
-from orchestrator.errors import Conflict, DockyardError, Forbidden, NotFound, Unauthorized, Unavailable
+from orchestrator.errors import Conflict, DockyardError, NotFound, Unauthorized, Unavailable, ValidationFailed
 from orchestrator.events import record
 from orchestrator.models import Instance, Node
 from orchestrator.namespaces import split
 
-router = APIRouter(prefix="/v1", tags=["cluster"])
+router = APIRouter(prefix="/v1", tags=["cluster"], route_class=YamlRoute)  # curl -d bodies read as JSON
 CONNECT_TIMEOUT = 5.0
 
 
@@ -189,7 +189,6 @@ async def exec_ws(ws: WebSocket, instance_id: str) -> None:
         try:
             req = wire.parse_request(start)
         except wire.ExecError as exc:
-            from orchestrator.errors import ValidationFailed
             raise ValidationFailed(str(exc)) from None
         url, key, node, pin = await run_in_threadpool(_target, st, instance_id, p, req.command, req.tty)
         reader, writer = await _open_agent(st, url, key, node, pin, instance_id, start)

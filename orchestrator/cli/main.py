@@ -224,6 +224,7 @@ def up_banner(url: str, node_name: str, token_source: str, admin_file: Path, doc
     tls = f" --cacert {q(cacert)}" if cacert else ""
     return (f"\nDockyard is up at {url}  (node {node_name!r})\n"
             f"Admin token: {where}\n"
+            f"Dashboard: {url}/ui/  (log in with the admin token)\n"
             f"Try:\n"
             f"  curl{tls} -H \"Authorization: Bearer {bearer}\" {url}/v1/nodes\n"
             f"{note}"
