@@ -108,3 +108,27 @@ def sync_request(known: str | None, wait: float, report: list[dict[str, Any]] | 
 def join_request(**fields: Any) -> dict[str, Any]:
     """The body of POST /v1/agent/join, validated as the server will (a bad node name fails here)."""
     return JoinIn(**fields).model_dump()
+
+
+# --- metrics: agent -> server, every --metrics-interval seconds (orchestrator/api/agent.py) -------
+
+class InstanceUsage(BaseModel):
+    instance_id: str = Field(max_length=32)
+    cpu: float | None = Field(default=None, ge=0, le=4096, description="CPU cores used, averaged over the window")
+    memory: int | None = Field(default=None, ge=0, description="bytes in use at the end of the window")
+
+
+class ServiceTraffic(BaseModel):
+    service: str = Field(max_length=127, description="the service's key (`name`, or `namespace/name`)")
+    requests: int = Field(ge=0, description="requests this node's gateway answered for it in the window")
+    errors: int = Field(default=0, ge=0, description="of which answered 5xx")
+    latency_p95_ms: float | None = Field(default=None, ge=0, description="95th percentile, from the gateway's buckets")
+
+
+class MetricsIn(BaseModel):
+    """POST /v1/agent/metrics: what the node's containers used and its gateway served over the
+    last `window` seconds. Each post replaces the node's previous one."""
+
+    window: float = Field(gt=0, le=3600, description="seconds the figures cover")
+    instances: list[InstanceUsage] = Field(default_factory=list, max_length=100_000)
+    traffic: list[ServiceTraffic] = Field(default_factory=list, max_length=100_000)
