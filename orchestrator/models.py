@@ -75,6 +75,9 @@ class Service(Base):
     # the front door it came through: 'api' (/v1) or 'docker-api' (orchestrator/dockerapi/)
     source: Mapped[str] = mapped_column(String(16), default="api", server_default="api")
     source_info: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # the autoscaler's recommendations and the rebalancer's moves (orchestrator/automation.py);
+    # written by the leader's pass only
+    automation: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     replicas: Mapped[int] = mapped_column(Integer)
     revision: Mapped[int] = mapped_column(Integer, default=1)  # the revision instances should run
@@ -180,6 +183,32 @@ class StackRelease(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class InstanceMetrics(Base):
+    """What an instance's container used over its node's last metrics window (POST /v1/agent/metrics)."""
+
+    __tablename__ = "instance_metrics"
+    instance_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    service: Mapped[str] = mapped_column(String(KEY), index=True)
+    node: Mapped[str] = mapped_column(String(63), index=True)
+    cpu: Mapped[float | None] = mapped_column(Float, nullable=True)  # cores
+    memory: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # bytes
+    window: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)
+
+
+class ServiceTraffic(Base):
+    """What one node's gateway served for a service over its last metrics window."""
+
+    __tablename__ = "service_traffic"
+    node: Mapped[str] = mapped_column(String(63), primary_key=True)
+    service: Mapped[str] = mapped_column(String(KEY), primary_key=True, index=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    latency_p95_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    window: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)
 
 
 class LeaderLease(Base):
