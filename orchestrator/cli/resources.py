@@ -188,13 +188,18 @@ def delete_stack(name: str = typer.Argument(..., help="stack name"), wait: bool 
 
     Example: dockyard delete stack shop
     """
+    from orchestrator.cli.stack_cmd import path
+
     c = client()
     services = c.get("/v1/services", params={"stack": name})
-    if not services:
+    server_side = c.get(path(name), ok404=True) is not None  # installed with releases (docs/releases.md)
+    if not services and not server_side:
         raise fail(f"stack {name!r} not found: no service belongs to it", "`dockyard get stacks` lists the stacks")
     for s in services:
         c.delete(f"/v1/services/{s['name']}")
         render.ok(f"service/{s['name']} deleted")
+    if server_side:
+        c.delete(path(name))  # and its releases
     render.ok(f"stack/{name} deleted ({len(services)} service(s))")
     if wait:
         _wait_gone([s["name"] for s in services], timeout)

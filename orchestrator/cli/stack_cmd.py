@@ -208,6 +208,38 @@ def diff(name: str = typer.Argument(..., help="the stack's name"),
     typer.echo("\n".join(lines) if lines else f"stack {name}: no changes")
 
 
+@stack_app.command("compare")
+@command
+def compare(name: str = typer.Argument(..., help="the stack's name"),
+            a: int = typer.Argument(..., min=1, max=2**31 - 1, help="from this release"),
+            b: int = typer.Argument(..., min=1, max=2**31 - 1, help="to this release"),
+            output: Output = OutputOpt) -> None:
+    """What changed from one release to another: services and values.
+
+    Example: dockyard stack compare shop 1 2
+    """
+    out = client().get(path(name, f"/releases/{a}/diff/{b}"))
+    if output in (Output.json, Output.yaml):
+        render.emit(out, output)
+        return
+    lines = _changes({"changes": out["services"], "values_changes": out["values"]})
+    typer.echo("\n".join(lines) if lines else f"stack {name}: releases {a} and {b} are the same")
+
+
+@stack_app.command("values")
+@command
+def values_(name: str = typer.Argument(..., help="the stack's name"),
+            release: Optional[int] = typer.Option(None, "--release", min=1, max=2**31 - 1,
+                                                  help="of this release (default: the current one)"),
+            output: Output = typer.Option(Output.yaml, "--output", "-o", help="yaml or json")) -> None:
+    """The values a release was rendered with (a file `-f` takes back).
+
+    Example: dockyard stack values shop --release 1 > values.yaml
+    """
+    rel = client().get(path(name, f"/releases/{release}")) if release else client().get(path(name))
+    render.emit(rel["values"], Output.json if output == Output.json else Output.yaml)
+
+
 @stack_app.command("history")
 @command
 def history(name: str = typer.Argument(..., help="the stack's name"), output: Output = OutputOpt) -> None:

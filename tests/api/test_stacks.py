@@ -191,6 +191,25 @@ def test_racing_installs_one_wins(client):
     assert len(client.get("/v1/stacks/shop/releases").json()) == 1
 
 
+def test_racing_upgrades_of_a_deployed_stack_one_wins(client):
+    agent = FakeAgent(client)
+    assert put(client, SHOP).status_code == 201
+    deployed(agent)
+    codes: list[int] = []
+
+    def go(i: int) -> None:
+        codes.append(put(client, [svc("front", f"busybox:{i + 2}"), *SHOP[1:]]).status_code)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [200, 409, 409], codes
+    assert [x["number"] for x in client.get("/v1/stacks/shop/releases").json()] == [2, 1]
+    assert revisions(client)["front"] == 2
+
+
 def test_failed_upgrade_rolls_the_whole_stack_back(client):
     agent = FakeAgent(client)
     assert put(client, SHOP, values={"v": 1}).status_code == 201

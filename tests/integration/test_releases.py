@@ -136,3 +136,31 @@ def test_install_upgrade_fail_rollback_and_crash(cluster, tmp_path):
     cli("stack", "uninstall", "shop", "--wait")
     assert cluster.api.get("/v1/services").json() == []
     wait_for(lambda: not cluster.containers(), 60, 0.3, what="containers gone")
+
+
+def test_cli_template_values_compare_status_and_delete_stack(cluster, tmp_path):
+    cluster.start_agent("a")
+    cli = Cli(cluster, tmp_path)
+    pkg = package(tmp_path / "shop")
+    (tmp_path / "prod.yaml").write_text("worker: {tick: 7}\n")
+    out = cli("stack", "template", "shop", str(pkg), "-f", str(tmp_path / "prod.yaml"), "--set", "api.version=x").stdout
+    assert "# Source: worker.yaml" in out and "sleep 7" in out and "VERSION: \"x\"" in out
+    bad = cli("stack", "template", "shop", str(pkg), "--set", "front=oops", code=1).output
+    assert "web.yaml" in bad and "nothing was applied" in bad
+
+    cli("stack", "install", "shop", str(pkg), "-f", str(tmp_path / "prod.yaml"), "--wait")
+    assert "exists" in cli("stack", "install", "shop", str(pkg), code=1).output
+    cli("stack", "upgrade", "shop", str(pkg), "--reuse-values", "--set", "worker.tick=8", "--wait")
+    assert cli.json("stack", "values", "shop", "--release", "1") == {
+        "front": {"version": "v1", "health": "/"}, "api": {"version": "v1", "health": "/"}, "worker": {"tick": 7}}
+    cmp = cli("stack", "compare", "shop", "1", "2").stdout
+    assert "~ service worker (updated)" in cmp and "~ values.worker.tick: 7 -> 8" in cmp
+    assert "front" not in cmp
+    status = cli("stack", "status", "shop").stdout
+    assert status.startswith("stack shop: release 2, deployed") and "worker" in status
+    assert "stack/shop unchanged (release 2)" in cli("stack", "upgrade", "shop", str(pkg), "--reuse-values").stdout
+
+    # `delete stack` of a server-side stack takes its releases too
+    cli("delete", "stack", "shop", "--wait")
+    assert cluster.api.get("/v1/stacks/shop").status_code == 404
+    assert cli.json("get", "stacks") == []
