@@ -21,6 +21,7 @@ from orchestrator.errors import Forbidden, NotFound
 from orchestrator.events import record
 from orchestrator.models import Namespace, Service
 from orchestrator.spec import parse_memory as parse_quantity
+from orchestrator.stacks import store as stacks
 
 router = APIRouter(prefix="/v1", tags=["namespaces"], route_class=YamlRoute)
 
@@ -178,6 +179,7 @@ def delete_namespace(ns: str = NamespaceName, force: bool = Query(False, descrip
         services = s.scalars(select(Service.name).where(Service.namespace.in_(gone))).all()
         for key in services:
             nodes |= ops.delete(s, key, if_match=None, actor=p.label, now=now)
+        stacks.forget_namespaces(s, gone)  # server-side stacks and their releases (docs/releases.md)
         for name in reversed(gone):  # children before their parents
             s.execute(delete(Namespace).where(Namespace.name == name))
         record(s, "namespace_deleted", f"namespace {ns} deleted" + (

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from sqlalchemy import func, select
+from sqlalchemy import delete as sa_delete, func, select
 from sqlalchemy.orm import Session
 
 from orchestrator import namespaces, revisions, service_ops as ops
@@ -300,6 +300,14 @@ def uninstall(s: Session, ns: str, name: str, *, actor: str, now: float) -> set[
     s.delete(st)
     event(s, "stack_deleted", st, ns, f"stack {name} uninstalled", actor=actor, now=now)
     return nodes
+
+
+def forget_namespaces(s: Session, names: list[str]) -> None:
+    """The stacks of namespaces being deleted go with them (the caller deletes their services)."""
+    keys = list(s.scalars(select(Stack.key).where(Stack.namespace.in_(names))))
+    if keys:
+        s.execute(sa_delete(StackRelease).where(StackRelease.stack_key.in_(keys)))
+        s.execute(sa_delete(Stack).where(Stack.key.in_(keys)).execution_options(synchronize_session=False))
 
 
 # ------------------------------------------------------------------------------------ views

@@ -232,6 +232,18 @@ def test_failed_upgrade_rolls_the_whole_stack_back(client):
     assert "stack_rolled_back" in kinds
 
 
+def test_the_automatic_rollback_brings_back_a_pruned_service(client):
+    agent = FakeAgent(client)
+    assert put(client, SHOP).status_code == 201
+    deployed(agent)
+    agent.sick = lambda a: a["spec"]["image"] == "busybox:2"
+    assert put(client, [svc("front", "busybox:2"), svc("api")]).status_code == 200  # db pruned
+    assert "db" not in revisions(client)
+    st = agent.until(lambda: (x := state(client))["state"] == "rolled_back" and x)
+    assert st["release"] == 1 and revisions(client) == {"front": 1, "api": 1, "db": 1}
+    assert client.get("/v1/services/db").json()["stack"] == "shop"
+
+
 def test_without_atomic_a_failed_release_stays_failed(client):
     agent = FakeAgent(client)
     assert put(client, SHOP).status_code == 201
@@ -292,6 +304,12 @@ def test_uninstall_and_namespaces(client):
     assert_error_shape(client.get("/v1/namespaces/dev/stacks/shop"), 404, "not_found")
     assert client.get("/v1/namespaces/dev/services").json() == []
     assert sorted(revisions(client)) == ["api", "db", "front"]
+    # a deleted namespace takes its stacks with it; made again, it has none
+    assert client.put("/v1/namespaces/dev/stacks/shop", json={"services": SHOP}).status_code == 201
+    assert client.delete("/v1/namespaces/dev").status_code in (200, 202)
+    assert client.post("/v1/namespaces", json={"name": "dev"}).status_code in (200, 201)
+    assert client.get("/v1/namespaces/dev/stacks").json() == []
+    assert client.put("/v1/namespaces/dev/stacks/shop", json={"services": SHOP}).json()["release"] == 1
 
 
 def test_bad_bodies(client):
