@@ -164,3 +164,44 @@ def test_cli_template_values_compare_status_and_delete_stack(cluster, tmp_path):
     cli("delete", "stack", "shop", "--wait")
     assert cluster.api.get("/v1/stacks/shop").status_code == 404
     assert cli.json("get", "stacks") == []
+
+
+def test_the_new_leader_finishes_a_release_the_old_one_left(engine, tmp_path):  # noqa: F811
+    """Two servers on PostgreSQL: the leader is killed (-9) just after a broken upgrade was
+    accepted; the other server takes the lease and rolls the whole stack back."""
+    from tests import pg
+    from tests.harness import HACluster
+
+    url = pg.fresh_database()
+    ha = HACluster(tmp_path, url, servers=2, env={"DOCKYARD_LEASE_TTL": "3"})
+    try:
+        ha.start_server()
+        leader = ha.wait_leader()
+        ha.start_agent("a")
+
+        def body(version: str, health: str) -> dict:
+            web = {"image": "dockyard-test:latest", "init": True, "stop_timeout": 1, "replicas": 1,
+                   "command": ["sh", "-c", "exec httpd -f -p 8080 -h /www"], "env": {"VERSION": version},
+                   "health": {"type": "http", "port": 8080, "path": health, "interval": 1, "retries": 2},
+                   "update": {"max_surge": 1, "max_unavailable": 0}}
+            return {"services": [{"name": "front", **web}, {"name": "api", **web},
+                                 {"name": "worker", "image": "dockyard-test:latest", "init": True, "stop_timeout": 1,
+                                  "command": ["sleep", "3600"]}], "values": {"version": version}}
+
+        ha.use(leader)
+        assert ha.api.put("/v1/stacks/shop", json=body("v1", "/")).status_code == 201
+        settled(ha, 1, "deployed")
+        worker = containers(ha)["worker"]
+        r = ha.api.put("/v1/stacks/shop", json=body("v2", "/missing"))
+        assert r.status_code == 200 and r.json()["stack"]["state"] == "rolling"
+        ha.stop_server(leader, signal.SIGKILL)
+        other = 1 - leader
+        ha.use(other)
+        ha.wait_leader([other], timeout=20)
+        st = settled(ha, 1, "rolled_back")
+        assert "release 2 failed" in st["reason"]
+        assert revisions(ha) == {"front": 1, "api": 1, "worker": 1}
+        assert containers(ha)["worker"] == worker
+    finally:
+        ha.close()
+        pg.drop_database(url)
