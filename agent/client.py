@@ -114,6 +114,12 @@ class SyncClient:
         assignments = None if raw is None else [Assignment(**a) for a in raw]
         return out["generation"], assignments, out["heartbeat_interval"]
 
+    def metrics(self, body: dict) -> int:
+        """POST /v1/agent/metrics (agent/metrics_reporter.py); the answer's status. Its own
+        connection per server, like the long poll's: a slow metrics post never delays a sync."""
+        r = self._post("metrics", "/v1/agent/metrics", body, headers={"Authorization": f"Bearer {self.credential}"})
+        return r.status_code
+
     def _routes(self, out: dict) -> None:
         routes = out.get("routes")
         if self.routes_known is None or routes is None or out.get("routes_version") == self.routes_known:

@@ -3,6 +3,8 @@
 Three threads: the poller (long poll for assignments, which is also the heartbeat), the
 Docker events watcher (a crash wakes the reconciler at once) and the reconciler, which
 runs the pure diff and hands actions to a bounded pool so containers start in parallel.
+Unless --metrics-interval is 0, one more posts the containers' CPU and memory and the
+gateway's traffic to the server (agent/metrics_reporter.py).
 Nothing but the node credential is kept on disk (agent/identity.py): a restarted agent
 re-joins with it and re-adopts its labelled containers.
 """
@@ -55,6 +57,9 @@ class AgentConfig:
     gateway_timeout: float = 60.0
     # one log line per request the gateway answers (logger dockyard.gateway.access)
     gateway_access_log: bool = False
+    # seconds between two POSTs of the containers' CPU/memory and the gateway's traffic
+    # (agent/metrics_reporter.py); 0 sends none
+    metrics_interval: float = 5.0
 
 
 class Agent:
@@ -77,6 +82,8 @@ class Agent:
         self.draining: dict[str, float] = {}
         # containers Docker said died: its list can still show them running for a moment
         self.died: set[str] = set()
+        # the reconciler's last container list: the metrics thread samples these, listing nothing itself
+        self.observed: list[Observed] = []
         self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="act")
         self.heartbeat = 1.0
         self._last_report: list[dict] | None = None
@@ -237,6 +244,7 @@ class Agent:
             # so its half-done container (e.g. created, not yet started) is not "restarted"
             busy = frozenset(self.busy)
         observed = self._fresh(self.driver.list())
+        self.observed = observed
         now = time.time()
         with self.lock:
             if not self.have_assignments:
@@ -393,6 +401,12 @@ class Agent:
         threads = [threading.Thread(target=f, daemon=True, name=n) for f, n in
                    ((self.poll_forever, "poll"), (self.watch_events, "events"), (self.reconcile_forever, "reconcile"),
                     (lambda: self.prober.run(self.stop), "probe"))]
+        if self.cfg.metrics_interval > 0:
+            from agent.metrics_reporter import MetricsReporter
+
+            reporter = MetricsReporter(self.cfg.metrics_interval, lambda: self.observed, self.client.metrics,
+                                       lambda: self.gateway.metrics if self.gateway is not None else None)
+            threads.append(threading.Thread(target=reporter.run, args=(self.stop,), daemon=True, name="metrics"))
         for t in threads:
             t.start()
         self.stop.wait()

@@ -155,6 +155,9 @@ AccessLogOpt = typer.Option(False, "--gateway-access-log", envvar="DOCKYARD_GATE
 DrainOpt = typer.Option(2.0, "--drain-seconds", envvar="DOCKYARD_DRAIN_SECONDS", min=0, max=3600,
                         help="seconds a routed container keeps serving after it left the gateways' routes, before SIGTERM")
 
+MetricsOpt = typer.Option(5.0, "--metrics-interval", envvar="DOCKYARD_METRICS_INTERVAL", min=0, max=3600,
+                          help="seconds between the agent's reports of container CPU/memory and gateway traffic (0: none)")
+
 
 @app.command()
 def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", envvar="DOCKYARD_SERVER", help="server URL"),
@@ -169,7 +172,7 @@ def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", en
           gateway_listen: str = typer.Option("", "--gateway-listen", envvar="DOCKYARD_GATEWAY_LISTEN",
                                              help="host:port of this node's gateway to exposed services, e.g. 0.0.0.0:8000 (empty: none)"),
           drain_seconds: float = DrainOpt, gateway_timeout: float = GwTimeoutOpt,
-          gateway_access_log: bool = AccessLogOpt,
+          gateway_access_log: bool = AccessLogOpt, metrics_interval: float = MetricsOpt,
           log_level: str = LogOpt, ca_file: Optional[Path] = CaOpt) -> None:
     """Run an agent that makes the local Docker engine run what the server assigns to this node.
 
@@ -190,7 +193,7 @@ def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", en
                       labels=_parse_labels(label), cpus=cpus, memory=mem, address=address, listen=listen,
                       concurrency=concurrency, verify=_ca(ca_file), gateway_listen=gateway_listen,
                       drain_seconds=drain_seconds, gateway_timeout=gateway_timeout,
-                      gateway_access_log=gateway_access_log)
+                      gateway_access_log=gateway_access_log, metrics_interval=metrics_interval)
     sys.exit(run_agent(cfg))
 
 
