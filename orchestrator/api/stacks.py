@@ -113,8 +113,7 @@ def _apply(st: State, ns: str, name: str, body: StackApply, p: Principal) -> tup
         # refusals, dry runs and an unchanged stack are answered from a plain read
         prep = decide(s, lock=False)
         if body.dry_run:
-            nxt = (s.query(StackRelease.number).filter(StackRelease.stack_key == key(ns, name))
-                   .order_by(StackRelease.number.desc()).limit(1).scalar() or 0) + 1
+            nxt = store.next_release(s, key(ns, name))
             action = "created" if prep.stack is None else "updated" if prep.changes else "unchanged"
             return answer(s, prep, action, nxt if prep.changes else prep.stack.release, dry=True)  # type: ignore[union-attr]
         if not prep.changes:

@@ -14,7 +14,6 @@ in that order (mappings deep, anything else replaced).
 """
 from __future__ import annotations
 
-import io
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath

@@ -133,7 +133,7 @@ def commit(s: Session, ns: str, name: str, p: Prepared, *, values: dict, atomic:
     else:
         back = core.rollback_source(st.state, st.release, st.rollout_from)
         _supersede(s, st)
-    number = (s.scalar(select(func.max(StackRelease.number)).where(StackRelease.stack_key == st.key)) or 0) + 1
+    number = next_release(s, st.key)
     summary = ", ".join(f"{e['service']} {e['action']}" for e in p.entries if e["action"] != "unchanged") or \
         ("values changed" if p.values_diff else "no service changed")
     s.add(StackRelease(stack_key=st.key, number=number, status="pending" if rolling else "deployed",
@@ -145,6 +145,10 @@ def commit(s: Session, ns: str, name: str, p: Prepared, *, values: dict, atomic:
     st.updated_at = now
     event(s, "stack_released", st, ns, f"stack {name}: release {number}: {summary}", actor=actor, now=now)
     return st, nodes
+
+
+def next_release(s: Session, stack_key: str) -> int:
+    return (s.scalar(select(func.max(StackRelease.number)).where(StackRelease.stack_key == stack_key)) or 0) + 1
 
 
 def _supersede(s: Session, st: Stack) -> None:
