@@ -8,8 +8,8 @@ changed (and the keys that went away) whenever something did, at most once a sec
 
 Memory: one `Feed` per server process recomputes the summary from the database only while
 somebody watches: soon after this server writes anything (at most every MIN_GAP seconds, and
-spending at most a quarter of a core on it) and else every TICK seconds, which also catches
-other servers' writes (derived from the database, nothing else; a watcher on another server
+spending at most a quarter of a core on it) and else every TICK seconds (or ten times the
+time a recomputation takes, if longer), which also catches other servers' writes (derived from the database, nothing else; a watcher on another server
 has that server's own feed). Every watcher gets the rows its token may see.
 The pure parts (`service_row`, `node_rows`, `diff`) are tested without a database.
 """
@@ -129,25 +129,27 @@ class Feed:
         self._changed = asyncio.Condition()
 
     async def _run(self, st: State) -> None:
+        last, took, seen = -1e9, 0.0, None
         while self.watchers > 0:
-            t0, writes = time.monotonic(), st.db.writes
+            # soon after this server writes (at most a third of the time spent reading), else
+            # every TICK or ten times the reading time (other servers' writes, readiness that
+            # moves with time alone): a big cluster is read less often, never more than ~1/3 core
+            wrote = st.db.writes != seen
+            due = last + (max(MIN_GAP, 3 * took) if wrote else max(TICK, 10 * took))
+            now = time.monotonic()
+            if now < due:
+                await asyncio.sleep(min(POLL, due - now))
+                continue
+            seen, last = st.db.writes, now
             try:
                 snap = await run_in_threadpool(_read, st)
             except Exception:  # noqa: BLE001 - a database hiccup: try again next tick
                 snap = None
-            took = time.monotonic() - t0
+            took = time.monotonic() - now
             if snap is not None and snap != self.snap:
                 async with self._changed:
                     self.snap, self.version = snap, self.version + 1
                     self._changed.notify_all()
-            # next: soon after this server writes (at most a third of the time spent reading),
-            # else after TICK (other servers' writes, readiness that moves with time alone)
-            gap = max(MIN_GAP, 3 * took)
-            await asyncio.sleep(gap)
-            waited = gap
-            while waited < TICK and st.db.writes == writes and self.watchers > 0:
-                await asyncio.sleep(POLL)
-                waited += POLL
         self._task = None
 
     def join(self, st: State) -> None:
