@@ -144,7 +144,18 @@ def commit(s: Session, ns: str, name: str, p: Prepared, *, values: dict, atomic:
     st.version += 1
     st.updated_at = now
     event(s, "stack_released", st, ns, f"stack {name}: release {number}: {summary}", actor=actor, now=now)
+    trim(s, st.key, history_limit, protect={number, back})
     return st, nodes
+
+
+def trim(s: Session, stack_key: str, keep: int, protect: set[int | None]) -> None:
+    """Keep the newest `keep` releases (the server's --history-limit, as for revisions), plus the
+    ones a rollout may return to."""
+    numbers = list(s.scalars(select(StackRelease.number).where(StackRelease.stack_key == stack_key)
+                             .order_by(StackRelease.number.desc())))
+    drop = [n for n in numbers[keep:] if n not in protect]
+    if drop:
+        s.execute(sa_delete(StackRelease).where(StackRelease.stack_key == stack_key, StackRelease.number.in_(drop)))
 
 
 def next_release(s: Session, stack_key: str) -> int:

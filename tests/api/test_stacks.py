@@ -323,6 +323,26 @@ def test_bad_bodies(client):
     assert client.get("/v1/services").json() == []
 
 
+def test_old_releases_are_trimmed_to_the_history_limit(tmp_path):
+    settings = Settings(data_dir=tmp_path, admin_token=ADMIN, join_token=JOIN, history_limit=3)
+    with TestClient(create_app(settings), headers={"Authorization": f"Bearer {ADMIN}"}) as c:
+        agent = FakeAgent(c)
+        for i in range(6):  # after the first, only values change: each is a release, deployed at once
+            assert put(c, [svc("front", replicas=0)], values={"i": i}).status_code in (200, 201)
+            agent.until(lambda: state(c)["state"] == "deployed")
+        assert [r["number"] for r in c.get("/v1/stacks/shop/releases").json()] == [6, 5, 4]
+        assert_error_shape(c.post("/v1/stacks/shop/rollback", json={"release": 1}), 404, "not_found")
+        assert c.post("/v1/stacks/shop/rollback", json={"release": 4}).status_code == 200
+
+
+def test_the_server_renders_nothing(client):
+    """Templates are the CLI's: a body's `{{ ... }}` is stored as it came, never evaluated."""
+    body = [svc("front", env={"X": "{{ values.secret }}", "Y": "{{ ''.__class__ }}"})]
+    assert put(client, body, values={"secret": "s3cret"}).status_code == 201
+    assert client.get("/v1/services/front").json()["spec"]["env"] == {"X": "{{ values.secret }}",
+                                                                     "Y": "{{ ''.__class__ }}"}
+
+
 def test_dry_run_writes_nothing(client):
     agent = FakeAgent(client)
     dry = put(client, SHOP, dry_run=True)
