@@ -102,7 +102,9 @@ def _changes(out: dict) -> list[str]:
     return lines
 
 
-def _wait(name: str, timeout: float) -> None:
+def _wait(name: str, timeout: float, release: int | None = None) -> None:
+    """Until the stack no longer rolls out. Exit 0 when `release` (None: whichever is current,
+    after an apply that changed nothing) runs; else 1 with the reason."""
     deadline = time.monotonic() + timeout
     while True:
         st = client().get(path(name))
@@ -111,8 +113,11 @@ def _wait(name: str, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise fail(f"stack {name}: release {st['release']} still rolling after {timeout:g}s")
         time.sleep(1.0)
-    if st["state"] == "deployed":
+    if st["state"] == "deployed" and release in (None, st["release"]):
         render.ok(f"stack/{name} release {st['release']} deployed")
+        return
+    if release is None and st["state"] == "rolled_back":  # it runs the release it returned to
+        render.ok(f"stack/{name} release {st['release']} running ({st['reason']})")
         return
     raise CliError(f"stack {name}: {st['state']}: {st['reason']}")
 
@@ -127,7 +132,7 @@ def _install(name: str, package: Path, values: Optional[List[Path]], set_: Optio
         render.ok(f"stack/{name} {'installed' if out['action'] == 'created' else 'upgraded'}: release "
                   f"{out['release']} ({out['stack']['state']})")
     if wait:
-        _wait(name, timeout)
+        _wait(name, timeout, None if out["action"] == "unchanged" else out["release"])
 
 
 @stack_app.command("install")
@@ -279,7 +284,7 @@ def rollback(name: str = typer.Argument(..., help="the stack's name"),
     st = client().post(path(name, "/rollback"), {"release": release} if release else {})
     render.ok(f"stack/{name} rolling back to release {st['release']} ({st['state']})")
     if wait:
-        _wait(name, timeout)
+        _wait(name, timeout, st["release"])
 
 
 @stack_app.command("uninstall")

@@ -103,6 +103,9 @@ def test_install_upgrade_fail_rollback_and_crash(cluster, tmp_path):
     assert "rolled back to release 2" in st["reason"]
     assert revisions(cluster) == {"front": 2, "api": 2, "worker": 1}  # front too, though it was healthy
     assert containers(cluster)["worker"] == worker
+    # the same values as release 2 again: nothing changes, and --wait says the stack runs release 2
+    same = cli("stack", "upgrade", "shop", pkg, "--set", "front.version=v2", "--set", "api.version=v2", "--wait")
+    assert "stack/shop unchanged (release 2)" in same.stdout and "release 2 running" in same.stdout
     history = cli.json("stack", "history", "shop")
     assert [(h["number"], h["status"]) for h in history] == [(3, "failed"), (2, "deployed"), (1, "superseded")]
 
