@@ -135,3 +135,88 @@ def test_agent_gone_is_a_502_in_the_json_shape(running):  # type: ignore[no-unty
     assert r.json()["error"]["code"] == "bad_gateway" and c.node("a") in r.json()["error"]["message"]
     out, end = _session(_ws(c, iid, {"token": ADMIN, "command": ["true"]}))
     assert end["type"] == "error" and end["error"]["code"] == "bad_gateway"
+
+
+def test_exec_over_tls_both_ways(engine, tmp_path):  # type: ignore[no-untyped-def]
+    """An https server and an agent serving TLS (its certificate pinned at join): the POST, the
+    WebSocket (wss, verified against the server's certificate) and the CLI all work."""
+    import ssl
+
+    from tests.integration.test_agent_tls import TLSCluster
+
+    c = TLSCluster(tmp_path)
+    try:
+        c.start_server()
+        c.start_agent("a")
+        assert c.agent_url(c.node("a")).startswith("https://")
+        assert c.put("box", replicas=1).status_code == 201
+        c.wait_ready("box", 1)
+        iid = c.instances("box")[0]["id"]
+        r = c.api.post(f"/v1/instances/{iid}/exec", json={"command": ["sh", "-c", "echo tls; exit 4"]})
+        assert r.status_code == 200 and (r.json()["exit_code"], r.json()["stdout"]) == (4, "tls\n"), r.text
+        ctx = ssl.create_default_context(cafile=str(c.cert))
+        with connect(f"wss://127.0.0.1:{c.port}/v1/instances/{iid}/exec/ws", ssl=ctx, open_timeout=10) as ws:
+            ws.send(json.dumps({"token": ADMIN, "command": ["sh", "-c", "echo over-wss; exit 6"], "tty": True}))
+            out, end = b"", None
+            for msg in ws:
+                if isinstance(msg, bytes):
+                    out += msg[1:]
+                elif json.loads(msg)["type"] in ("exit", "error"):
+                    end = json.loads(msg)
+                    break
+        assert end == {"type": "exit", "exit_code": 6} and b"over-wss" in out, (end, out)
+        env = {"DOCKYARD_URL": c.url, "DOCKYARD_TOKEN": ADMIN, "DOCKYARD_CA_FILE": str(c.cert),
+               "HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+        p = subprocess.run([DOCKYARD, "exec", "-i", "box", "--", "sh", "-c", "cat; exit 9"], input="piped\n",
+                           env=env, capture_output=True, text=True, timeout=60)
+        assert (p.returncode, p.stdout) == (9, "piped\n"), p
+    finally:
+        c.close()
+
+
+def test_cli_exec_it_in_a_terminal(running, tmp_path):  # type: ignore[no-untyped-def]
+    """`dockyard exec -it` on a real terminal (a pty): raw mode, the window's size passed on,
+    the shell's exit code returned, the terminal's settings restored."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    c, _ = running
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    before = termios.tcgetattr(slave)
+    env = {"DOCKYARD_URL": c.url, "DOCKYARD_TOKEN": ADMIN, "HOME": str(tmp_path), "PATH": "/usr/bin:/bin",
+           "TERM": "xterm", "LINES": "33", "COLUMNS": "111"}
+    p = subprocess.Popen([DOCKYARD, "exec", "-it", "box", "--", "sh"], stdin=slave, stdout=slave, stderr=slave,
+                         env=env, close_fds=True)
+    out = b""
+
+    def read_until(needle: bytes, timeout: float = 30) -> None:
+        nonlocal out
+        deadline = time.monotonic() + timeout
+        while needle not in out:
+            assert time.monotonic() < deadline, out
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    out += os.read(master, 4096)
+                except OSError:
+                    break
+
+    try:
+        time.sleep(1.0)
+        os.write(master, b"stty size; echo sum=$((20+3))\r")
+        read_until(b"sum=23")
+        assert b"33 111" in out, out
+        os.write(master, b"exit 5\r")
+        assert p.wait(30) == 5
+        after = termios.tcgetattr(slave)
+        assert after == before  # raw mode undone
+    finally:
+        if p.poll() is None:
+            p.kill()
+        os.close(master)
+        os.close(slave)
