@@ -147,6 +147,19 @@ def test_one_bad_service_of_five_changes_nothing(client):
     assert err["details"][0]["field"] == "services.0.stack"
 
 
+def test_any_one_refusal_anywhere_in_the_stack_refuses_it_all(client):
+    assert client.put("/v1/services/owned", json={"image": "busybox:1", "stack": "blog"}).status_code == 201
+    bad = {422: {"replicas": "many"}, 403: {"privileged": True}, 409: None}
+    for status, change in bad.items():
+        for index in range(5):
+            five = [svc(f"s{i}") for i in range(5)]
+            five[index] = svc("owned") if change is None else {**five[index], **change}
+            err = assert_error_shape(put(client, five), status)
+            assert f"services[{index}]" in err["message"]
+            assert client.get("/v1/stacks").json() == []
+            assert [s["name"] for s in client.get("/v1/services").json()] == ["owned"]
+
+
 def test_prune_or_keep(client):
     agent = FakeAgent(client)
     assert put(client, SHOP).status_code == 201
