@@ -16,9 +16,9 @@ from fastapi.staticfiles import StaticFiles
 
 ROOT = Path(__file__).resolve().parent.parent / "ui"
 router = APIRouter(include_in_schema=False)
-# the page may run only its own scripts and talk only to this server (and its WebSockets)
+# the page may run only its own scripts and talk only to this server ('self' covers its WebSockets)
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-       "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
 
 @router.get("/ui")
