@@ -6,12 +6,14 @@ is (so the dashboard offers only what the role may do). With `watch=true` it is 
 text/event-stream: one `snapshot` message, then a `changes` message with only the rows that
 changed (and the keys that went away) whenever something did, at most once a second.
 
-Memory: one `Feed` per server process recomputes the summary from the database only while
-somebody watches: soon after this server writes anything (at most every MIN_GAP seconds, and
-spending at most a quarter of a core on it) and else every TICK seconds (or ten times the
-time a recomputation takes, if longer), which also catches other servers' writes (derived from the database, nothing else; a watcher on another server
-has that server's own feed). Every watcher gets the rows its token may see.
-The pure parts (`service_row`, `node_rows`, `diff`) are tested without a database.
+Memory: one `Feed` per server process reads the summary from the database only while somebody
+watches: soon after this server writes anything (at most every MIN_GAP seconds, and spending
+at most a quarter of a core on it) and else every TICK seconds (or ten times the time a read
+takes, if longer), which also catches other servers' writes. Between reads it keeps the rows
+(`Cache`), and a read computes again only the rows whose fingerprint in the database moved:
+derived from the database, checked on every read; a watcher on another server has that
+server's own feed. Every watcher gets the rows its token may see. The pure parts
+(`service_row`, `node_rows`, `stale`, `diff`) are tested without a database.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ import asyncio
 import json
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy import Numeric, cast, func, select
 
 from orchestrator import service_ops as ops
 from orchestrator.api.deps import State, role, state
@@ -69,20 +72,37 @@ def service_row(svc: Any, live: list, now: float) -> dict:
             "image": (svc.spec or {}).get("image")}
 
 
-def node_rows(nodes: list[Any], placed: list[tuple[str, str, int]], specs: dict[tuple[str, int], dict]) -> list[dict]:
-    """Nodes with what their running instances request (the scheduler's view of use)."""
+def node_rows(nodes: list[Any], placed: list[tuple[str, str, int, int]], specs: dict[tuple[str, int], dict]) -> list[dict]:
+    """Nodes with what their running instances request (the scheduler's view of use); `placed`
+    is (node, service, revision, how many)."""
     cpus: dict[str, float] = defaultdict(float)
     mem: dict[str, int] = defaultdict(int)
     count: dict[str, int] = defaultdict(int)
-    for node, service, revision in placed:
+    for node, service, revision, n in placed:
         res = specs.get((service, revision), {}).get("resources") or {}
-        cpus[node] += res.get("cpus") or 0.0
-        mem[node] += res.get("memory") or 0
-        count[node] += 1
+        cpus[node] += (res.get("cpus") or 0.0) * n
+        mem[node] += (res.get("memory") or 0) * n
+        count[node] += n
     return [{"key": n.name, "name": n.name, "status": n.status, "availability": n.availability,
              "labels": n.labels or {}, "address": n.address, "cpus": n.cpus, "memory": n.memory,
              "used_cpus": round(cpus[n.name], 3), "used_memory": mem[n.name], "instances": count[n.name]}
             for n in nodes]
+
+
+def stale(fingerprints: dict[str, Any], cached: dict[str, Any], timed: set[str]) -> list[str]:
+    """Services whose row must be computed again: new, changed, or ready only after a while."""
+    return [k for k, fp in fingerprints.items() if k in timed or cached.get(k) != fp]
+
+
+@dataclass
+class Cache:
+    """Rows kept between recomputations: derived from the database and checked against its
+    fingerprints on every read (a service's row and counters, the sum of its instances'
+    updated_at, which every change that matters sets: orchestrator/reconcile.py relies on it too)."""
+
+    services: dict[str, tuple[Any, dict, dict]] = field(default_factory=dict)  # key -> (fingerprint, row, spec)
+    nodes_fp: Any = None
+    nodes: dict[str, dict] = field(default_factory=dict)
 
 
 def diff(old: dict[str, dict], new: dict[str, dict]) -> tuple[list[dict], list[str]]:
@@ -90,18 +110,39 @@ def diff(old: dict[str, dict], new: dict[str, dict]) -> tuple[list[dict], list[s
     return [r for k, r in new.items() if old.get(k) != r], [k for k in old if k not in new]
 
 
-def _read(st: State) -> dict:
+def _read(st: State, cache: Cache | None = None) -> dict:
+    cache = cache if cache is not None else Cache()
+
     def read(s):  # type: ignore[no-untyped-def]
         now = time.time()
-        svcs = list(s.scalars(select(Service)))
-        live = ops.live_instances(s, [x.name for x in svcs])
-        services = {x.name: service_row(x, live[x.name], now) for x in svcs}
-        specs = {(x.name, x.revision): x.spec for x in svcs}
-        placed = list(s.execute(select(Instance.node_name, Instance.service_name, Instance.revision)
-                                .where(Instance.desired_state == "running", Instance.node_name.is_not(None))))
-        nodes = {r["key"]: r for r in node_rows(list(s.scalars(select(Node).order_by(Node.name))),
-                                                [tuple(p) for p in placed], specs)}
-        return {"services": services, "nodes": nodes}
+        meta = {r[0]: tuple(r) for r in s.execute(select(
+            Service.name, Service.version, Service.revision, Service.replicas, Service.rollout_phase,
+            Service.status_message, Service.stack))}
+        running = Instance.desired_state == "running"
+        agg = {r[0]: tuple(r[1:]) for r in s.execute(
+            select(Instance.service_name, func.count(Instance.id), func.sum(cast(Instance.updated_at, Numeric)),
+                   func.sum(Instance.restart_count)).where(running).group_by(Instance.service_name))}
+        fps = {k: (m, agg.get(k)) for k, m in meta.items()}
+        timed = {k for k, (_, _, spec) in cache.services.items()
+                 if ((spec.get("update") or {}).get("min_ready_seconds") or 0) > 0}
+        todo = stale(fps, {k: v[0] for k, v in cache.services.items()}, timed)
+        fresh: dict[str, tuple[Any, dict, dict]] = {}
+        for at in range(0, len(todo), 500):
+            svcs = list(s.scalars(select(Service).where(Service.name.in_(todo[at:at + 500]))))
+            live = ops.live_instances(s, [x.name for x in svcs])
+            fresh.update({x.name: (fps[x.name], service_row(x, live[x.name], now), x.spec) for x in svcs})
+        cache.services = {k: fresh.get(k) or cache.services[k] for k in fps if k in fresh or k in cache.services}
+        nodes = s.execute(select(Node.name, Node.status, Node.availability, Node.labels, Node.address, Node.cpus,
+                                 Node.memory).order_by(Node.name)).all()
+        nodes_fp = (repr(nodes), hash(tuple(sorted(fps.items(), key=lambda kv: kv[0]))))
+        if nodes_fp != cache.nodes_fp:
+            placed = s.execute(select(Instance.node_name, Instance.service_name, Instance.revision, func.count())
+                               .where(running, Instance.node_name.is_not(None))
+                               .group_by(Instance.node_name, Instance.service_name, Instance.revision)).all()
+            specs = {(k, row["revision"]): spec for k, (_, row, spec) in cache.services.items()}
+            cache.nodes = {r["key"]: r for r in node_rows(nodes, [tuple(p) for p in placed], specs)}
+            cache.nodes_fp = nodes_fp
+        return {"services": {k: v[1] for k, v in cache.services.items()}, "nodes": cache.nodes}
 
     return st.db.run(read)
 
@@ -123,6 +164,7 @@ class Feed:
 
     def __init__(self) -> None:
         self.snap: dict | None = None
+        self.cache = Cache()  # only the feed's task reads with it, one read at a time
         self.version = 0
         self.watchers = 0
         self._task: asyncio.Task | None = None
@@ -142,9 +184,9 @@ class Feed:
                 continue
             seen, last = st.db.writes, now
             try:
-                snap = await run_in_threadpool(_read, st)
+                snap = await run_in_threadpool(_read, st, self.cache)
             except Exception:  # noqa: BLE001 - a database hiccup: try again next tick
-                snap = None
+                snap, self.cache = None, Cache()
             took = time.monotonic() - now
             if snap is not None and snap != self.snap:
                 async with self._changed:

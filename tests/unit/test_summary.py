@@ -31,7 +31,7 @@ def test_node_use_is_what_placed_instances_request() -> None:
                 memory=8 << 30), NS(name="n2", status="down", availability="drained", labels=None, address="",
                                    cpus=2.0, memory=1 << 30)]
     specs = {("web", 1): {"resources": {"cpus": 0.5, "memory": 1 << 20}}, ("web", 2): {}}
-    rows = summary.node_rows(nodes, [("n1", "web", 1), ("n1", "web", 1), ("n1", "web", 2)], specs)
+    rows = summary.node_rows(nodes, [("n1", "web", 1, 2), ("n1", "web", 2, 1)], specs)
     assert (rows[0]["used_cpus"], rows[0]["used_memory"], rows[0]["instances"]) == (1.0, 2 << 20, 3)
     assert (rows[1]["used_cpus"], rows[1]["instances"], rows[1]["labels"]) == (0.0, 0, {})
 
@@ -41,3 +41,10 @@ def test_diff_sends_changed_and_removed_rows_only() -> None:
     new = {"a": {"x": 1}, "b": {"x": 9}, "d": {"x": 4}}
     assert summary.diff(old, new) == ([{"x": 9}, {"x": 4}], ["c"])
     assert summary.diff(new, new) == ([], [])
+
+
+def test_stale_rows_are_new_changed_or_timed() -> None:
+    fps = {"a": (1,), "b": (2,), "c": (3,), "d": (4,)}
+    cached = {"a": (1,), "b": (9,), "d": (4,), "gone": (5,)}
+    assert summary.stale(fps, cached, timed={"d"}) == ["b", "c", "d"]
+    assert summary.stale(fps, fps, timed=set()) == []
