@@ -115,13 +115,13 @@ def join_request(**fields: Any) -> dict[str, Any]:
 class InstanceUsage(BaseModel):
     instance_id: str = Field(max_length=32)
     cpu: float | None = Field(default=None, ge=0, le=4096, description="CPU cores used, averaged over the window")
-    memory: int | None = Field(default=None, ge=0, description="bytes in use at the end of the window")
+    memory: int | None = Field(default=None, ge=0, le=2**53, description="bytes in use at the end of the window")
 
 
 class ServiceTraffic(BaseModel):
     service: str = Field(max_length=127, description="the service's key (`name`, or `namespace/name`)")
-    requests: int = Field(ge=0, description="requests this node's gateway answered for it in the window")
-    errors: int = Field(default=0, ge=0, description="of which answered 5xx")
+    requests: int = Field(ge=0, le=2**53, description="requests this node's gateway answered for it in the window")
+    errors: int = Field(default=0, ge=0, le=2**53, description="of which answered 5xx")
     latency_p95_ms: float | None = Field(default=None, ge=0, description="95th percentile, from the gateway's buckets")
 
 

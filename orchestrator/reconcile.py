@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session, load_only
 from orchestrator import gcpause, metrics
 from orchestrator.coord import base as signals
 from orchestrator.coord.lease import NotLeader
-from orchestrator.core import drain, liveness, planner, scheduler
+from orchestrator.core import drain, liveness, planner, rebalance, scheduler
 from orchestrator.core.constraints import parse_constraint
 from orchestrator.db import Database
 from orchestrator.events import record
@@ -317,8 +317,10 @@ class Reconciler:
         emptied: set[str] = set()  # drained nodes whose instances were stopped in this pass
         for svc in services.values():
             live = by_service.get(svc.name, [])
-            # instances on drained nodes are hidden from the planner, so it creates replacements
-            moving = [i for i in live if i.node_name in drained]
+            # instances on drained nodes, and those the rebalancer moves (automation.py), are
+            # hidden from the planner, so it creates replacements
+            moved = rebalance.moving_ids(svc.automation) if svc.automation else set()
+            moving = [i for i in live if i.node_name in drained or i.id in moved]
             staying = [i for i in live if i.node_name not in drained] if moving else live
             touched |= self._plan_service(s, svc, staying, now, instances, moving)
             if moving:
@@ -401,7 +403,8 @@ class Reconciler:
         return touched
 
     def _drain(self, s: Session, svc: Service, staying: list[Instance], moving: list[Instance], now: float) -> set[str]:
-        """Stop instances on drained nodes whose replacements are ready elsewhere (see core/drain.py)."""
+        """Stop instances on drained nodes (or being moved) whose replacements are ready elsewhere (core/drain.py)."""
+        moved = rebalance.moving_ids(svc.automation) if svc.automation else set()
         min_ready = (svc.spec.get("update") or {}).get("min_ready_seconds", 0.0)
         still = [view(i) for i in staying if i.desired_state == "running"]
         stops = set(drain.drain_stops(svc.replicas, still, [view(i) for i in moving], now, min_ready))
@@ -413,7 +416,8 @@ class Reconciler:
             touched.add(i.node_name)  # type: ignore[arg-type]
             why = ("enough instances are ready elsewhere" if planner.is_ready(view(i), now, min_ready)
                    else f"it was not ready ({i.state})")
-            record(s, "instance_drained", f"slot {i.slot} ({i.id}) stopped on drained node {i.node_name}: {why}",
+            where = f"drained node {i.node_name}" if i.id not in moved else f"node {i.node_name} (rebalance)"
+            record(s, "instance_drained", f"slot {i.slot} ({i.id}) stopped on {where}: {why}",
                    service=svc.name, node=i.node_name, instance=i.id, now=now)
         return touched
 

@@ -57,6 +57,13 @@ def add(s: Session, svc: Service, spec: dict, cause: str, now: float, keep: int)
     return rev
 
 
+def replace_spec(s: Session, service: str, number: int, spec: dict) -> None:
+    """A revision takes a spec that differs from its own in control fields only (spec.CONTROL_FIELDS)."""
+    rev = s.scalars(select(Revision).where(Revision.service_name == service, Revision.number == number)).first()
+    if rev is not None:
+        rev.spec = spec
+
+
 def trim(s: Session, service: str, keep: int, protect: set[int]) -> None:
     """Keep the newest `keep` revisions, plus any that instances still run or that is current."""
     numbers = list(s.scalars(select(Revision.number).where(Revision.service_name == service).order_by(Revision.number.desc())))

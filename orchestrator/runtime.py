@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, create_engine, pool, text, update
 from orchestrator import events
 from orchestrator.api.deps import State
 from orchestrator.auth import bootstrap
+from orchestrator.automation import Automation
 from orchestrator.config import Settings
 from orchestrator.coord import lockfile, make_coordinator, server_id
 from orchestrator.coord.leader import Elector
@@ -128,6 +129,8 @@ def start(settings: Settings) -> State:
     events.on_commit(hub.events_changed)
     elector.start()
     loop.start()
+    st.automation = Automation(db, loop)  # type: ignore[attr-defined]  # autoscaler, rebalancer (leader-owned)
+    st.automation.start()  # type: ignore[attr-defined]
     st.flusher = None  # type: ignore[attr-defined]
     if coord.shared:
         st.flusher = HeartbeatFlusher(db, hub, every=min(1.0, settings.heartbeat_interval))  # type: ignore[attr-defined]
@@ -137,6 +140,7 @@ def start(settings: Settings) -> State:
 
 def stop(st: State) -> None:
     events.off_commit(st.hub.events_changed)
+    st.automation.stop()  # type: ignore[attr-defined]
     st.loop.stop()
     st.routes.stop()  # type: ignore[attr-defined]
     st.elector.stop()  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ from orchestrator.events import record
 from orchestrator.models import Instance, Service
 from orchestrator.namespaces import split
 from orchestrator.reconcile import view
-from orchestrator.spec import ServiceApply, dns_label
+from orchestrator.spec import ServiceApply, dns_label, runtime_view
 
 
 def iso(t: float | None) -> str | None:
@@ -163,15 +163,29 @@ def plan(name: str, svc: Any, body: ServiceApply, *, if_match: int | None = None
             raise Conflict(f"service {name!r} does not exist, so it cannot be at version {expected}",
                            [{"field": "version", "problem": f"the service does not exist, so not at version {expected}"}],
                            current_version=0)
+        body = autoscaled_replicas(body, None)
         spec = body.spec().model_dump(mode="json")
         if check is not None:
             check(spec)
         return Plan(name, body, None, spec, "created", True)
+    body = autoscaled_replicas(body, svc.replicas)
     spec_changes, changes = decide(name, svc.version, svc.replicas, svc.stack, svc.spec, body, expected, take_over)
     spec = body.spec().model_dump(mode="json") if spec_changes else svc.spec
     if spec_changes and check is not None:
         check(spec)
     return Plan(name, body, svc, spec, "updated" if changes else "unchanged", spec_changes)
+
+
+def autoscaled_replicas(body: ServiceApply, current: int | None) -> ServiceApply:
+    """With `autoscale`, the autoscaler owns the count: a new service starts at its `replicas`
+    clamped to [min, max]; an apply to an existing one keeps the current count (clamped to the
+    new bounds), so re-applying a manifest does not undo the autoscaler's work."""
+    a = body.autoscale
+    if a is None:
+        return body
+    n = body.replicas if current is None else current
+    wanted = min(max(n, a.min), a.max)
+    return body if wanted == body.replicas else body.model_copy(update={"replicas": wanted})
 
 
 ROUTES_LOCK = 0x44594B52  # "DYKR": the PostgreSQL advisory lock that orders route-taking writes
@@ -219,7 +233,14 @@ def write(s: Session, p: Plan, *, actor: str, now: float, history_limit: int) ->
     svc = p.svc
     if p.action == "unchanged":
         return svc
-    if p.spec_changes:
+    if p.spec_changes and runtime_view(svc.spec) == runtime_view(p.spec):
+        # only autoscale or rebalance settings changed: they steer the server, not the
+        # containers, so the running revision takes them in place and nothing restarts
+        cause = body.change_cause or revisions.summary(svc.spec, p.spec)
+        svc.spec = p.spec
+        revisions.replace_spec(s, svc.name, svc.revision, p.spec)
+        record(s, "service_updated", f"revision {svc.revision} (no restart): {cause}", service=name, actor=actor, now=now)
+    elif p.spec_changes:
         cause = body.change_cause or revisions.summary(svc.spec, p.spec)
         rev = revisions.add(s, svc, p.spec, cause, now, history_limit)
         if svc.rollout_phase in ("complete", "rolled_back") or svc.rollout_from is None:
@@ -323,9 +344,15 @@ def patch(s: Session, name: str, body: dict, *, if_match: int | None, actor: str
     return svc
 
 
-def scale(s: Session, name: str, replicas: int, *, if_match: int | None, actor: str, now: float) -> Service:
+def scale(s: Session, name: str, replicas: int, *, if_match: int | None, actor: str, now: float,
+          by_autoscaler: bool = False) -> Service:
     svc = load(s, name, lock=True)
     check_version(svc, if_match)
+    a = (svc.spec or {}).get("autoscale")
+    if a and not by_autoscaler:
+        raise Conflict(f"service {split(name)[1]!r} is autoscaled between {a['min']} and {a['max']} replicas: change "
+                       "autoscale.min and autoscale.max (or remove autoscale) instead of scaling it by hand",
+                       [{"field": "replicas", "problem": "set by the autoscaler"}])
     if replicas > svc.replicas:
         namespaces.check_quota(s, name, replicas, svc.spec)
     if replicas != svc.replicas:

@@ -131,6 +131,10 @@ class Placement(_Strict):
     constraints: list[Annotated[str, Field(max_length=1024)]] = Field(default_factory=list, max_length=64)
     strategy: Literal["spread", "binpack"] = "spread"
     max_per_node: int | None = Field(default=None, ge=1)
+    rebalance: Literal["auto", "manual", "never"] = Field(
+        default="manual", description="move instances towards an even spread: 'auto' when a node joins or comes "
+        "back, 'manual' only on POST .../rebalance, 'never' not even then (docs/autoscaling.md)")
+    rebalance_max_moves: int = Field(default=1, ge=1, le=100, description="instances moved at a time (surge-first)")
 
     @field_validator("constraints")
     @classmethod
@@ -160,6 +164,41 @@ class Health(_Strict):
         if self.type == "exec" and not self.command:
             raise ValueError("an exec health check needs a command")
         return self
+
+
+class Autoscale(_Strict):
+    """The replica count follows a metric (docs/autoscaling.md), by the Kubernetes HPA rule:
+    desired = ceil(current x value / target), nothing within `tolerance`, a scale-down only when
+    every recommendation of the last `scale_down_stabilization` seconds allows it."""
+
+    min: int = Field(ge=1, le=10000)
+    max: int = Field(ge=1, le=10000)
+    metric: Literal["cpu", "memory", "rps", "latency_p95"] = "cpu"
+    target: float = Field(gt=0, le=1e9, description="cpu, memory: percent of the instance's request (cpu: of "
+                          "one core without one); rps: requests/s per ready instance; latency_p95: milliseconds")
+    scale_up_stabilization: float = Field(default=0.0, ge=0, le=3600, description="seconds")
+    scale_down_stabilization: float = Field(default=300.0, ge=0, le=3600, description="seconds")
+    tolerance: float = Field(default=0.1, ge=0, le=1, description="no change while value/target is within 1 +- this")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Autoscale":
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) must be at least min ({self.min})")
+        return self
+
+
+# Spec fields that steer the server's controllers, not the containers: changing only these
+# makes no new revision and restarts nothing (service_ops.write).
+CONTROL_FIELDS = (("autoscale",), ("placement", "rebalance"), ("placement", "rebalance_max_moves"))
+
+
+def runtime_view(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec without its control fields: what the containers see."""
+    out = dict(spec)
+    out.pop("autoscale", None)
+    if isinstance(out.get("placement"), dict):
+        out["placement"] = {k: v for k, v in out["placement"].items() if k not in ("rebalance", "rebalance_max_moves")}
+    return out
 
 
 Percent = Annotated[str, Field(pattern=r"^\d{1,3}%$")]
@@ -273,6 +312,7 @@ class ServiceSpec(_Strict):
                                   description="bind mounts of host paths (need --allow bind:/prefix)")
     expose: list[Expose] = Field(default_factory=list, max_length=64,
                                  description="routes through the nodes' gateways (docs/gateway.md)")
+    autoscale: Autoscale | None = Field(default=None, description="replicas follow a metric (docs/autoscaling.md)")
 
     _cmd = field_validator("command", "entrypoint", mode="before")(classmethod(lambda cls, v: _split_command(v)))
 
@@ -312,6 +352,15 @@ class ServiceSpec(_Strict):
             if (e.host, e.path_prefix) in seen:
                 raise ValueError(f"expose lists host {e.host or '(default)'} with path_prefix {e.path_prefix} twice")
             seen.add((e.host, e.path_prefix))
+        return self
+
+    @model_validator(mode="after")
+    def _autoscale_needs(self) -> "ServiceSpec":
+        a = self.autoscale
+        if a is not None and a.metric == "memory" and self.resources.memory is None:
+            raise ValueError("autoscale on memory needs resources.memory: the target is a percent of it")
+        if a is not None and a.metric in ("rps", "latency_p95") and not self.expose:
+            raise ValueError(f"autoscale on {a.metric} needs an expose route: the gateways measure the traffic")
         return self
 
     @field_validator("cap_add")

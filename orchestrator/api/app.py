@@ -23,6 +23,7 @@ from orchestrator.api import ui as ui_api
 from orchestrator.api import apply as apply_api
 from orchestrator.api import control, openapi, security, tokens
 from orchestrator.api import routes as routes_api
+from orchestrator.api import usage as usage_api
 from orchestrator.api import namespaces as namespaces_api
 from orchestrator.api import stacks as stacks_api
 from orchestrator.api import deps
@@ -125,6 +126,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(services.router, prefix="/v1")
     app.include_router(apply_api.router, prefix="/v1")  # POST /v1/apply
     app.include_router(routes_api.services_router, prefix="/v1")  # GET /v1/services/{name}/endpoints
+    app.include_router(usage_api.services_router, prefix="/v1")  # .../metrics, .../rebalance (docs/autoscaling.md)
+    app.include_router(usage_api.services_router, **in_namespace)
+    app.include_router(usage_api.agent_router)  # POST /v1/agent/metrics
     app.include_router(namespaces_api.router)
     app.include_router(services.router, **in_namespace)
     app.include_router(apply_api.router, **in_namespace)

@@ -21,6 +21,7 @@ RECIPES = [
     ("POST", "/v1/services/{name}/rollout/pause", "op", "/v1/services/web/rollout/pause", None, "rollout_paused"),
     ("POST", "/v1/services/{name}/rollout/resume", "op", "/v1/services/web/rollout/resume", None, "rollout_resumed"),
     ("POST", "/v1/services/{name}/scale", "op", "/v1/services/web/scale", {"replicas": 3}, "service_scaled"),
+    ("POST", "/v1/services/{name}/rebalance", "op", "/v1/services/web/rebalance", None, "rebalance_requested"),
     ("POST", "/v1/services/{name}/rollback", "op", "/v1/services/web/rollback", None, "rollback"),
     ("DELETE", "/v1/services/{name}", "op", "/v1/services/web", None, "service_deleted"),
     ("POST", "/v1/apply", "op", "/v1/apply", {"services": [{"name": "batch", "image": "busybox:1"}]},
@@ -46,6 +47,8 @@ RECIPES = [
      "/v1/namespaces/team/services/web/rollout/resume", None, "rollout_resumed"),
     ("POST", "/v1/namespaces/{ns}/services/{name}/scale", "op", "/v1/namespaces/team/services/web/scale",
      {"replicas": 3}, "service_scaled"),
+    ("POST", "/v1/namespaces/{ns}/services/{name}/rebalance", "op", "/v1/namespaces/team/services/web/rebalance",
+     None, "rebalance_requested"),
     ("POST", "/v1/namespaces/{ns}/services/{name}/rollback", "op", "/v1/namespaces/team/services/web/rollback", None,
      "rollback"),
     ("DELETE", "/v1/namespaces/{ns}/services/{name}", "op", "/v1/namespaces/team/services/web", None,
@@ -62,7 +65,8 @@ RECIPES = [
     ("DELETE", "/v1/tokens/{token_id}", "adm", "/v1/tokens/{made}", None, "token_deleted"),
     ("POST", "/v1/cluster/join-token/rotate", "adm", "/v1/cluster/join-token/rotate", None, "join_token_rotated"),
 ]
-NOT_AUDITED = {("POST", "/v1/agent/join"), ("POST", "/v1/agent/sync")}  # the agent protocol, not user calls
+NOT_AUDITED = {("POST", "/v1/agent/join"), ("POST", "/v1/agent/sync"),  # the agent protocol, not user calls
+               ("POST", "/v1/agent/metrics")}
 
 
 def _wait_empty(client, node: str) -> None:  # type: ignore[no-untyped-def]
