@@ -15,7 +15,8 @@ from typing import Iterator
 
 from sqlalchemy import bindparam, create_engine, pool, text, update
 
-from orchestrator import events
+from orchestrator import events, metrics
+from orchestrator.api.usage import UsageCollector
 from orchestrator.api.deps import State
 from orchestrator.auth import bootstrap
 from orchestrator.automation import Automation
@@ -131,6 +132,8 @@ def start(settings: Settings) -> State:
     loop.start()
     st.automation = Automation(db, loop)  # type: ignore[attr-defined]  # autoscaler, rebalancer (leader-owned)
     st.automation.start()  # type: ignore[attr-defined]
+    st.usage = UsageCollector(db)  # type: ignore[attr-defined]  # services' usage in /metrics
+    metrics.REGISTRY.register(st.usage)  # type: ignore[attr-defined]
     st.flusher = None  # type: ignore[attr-defined]
     if coord.shared:
         st.flusher = HeartbeatFlusher(db, hub, every=min(1.0, settings.heartbeat_interval))  # type: ignore[attr-defined]
@@ -141,6 +144,7 @@ def start(settings: Settings) -> State:
 def stop(st: State) -> None:
     events.off_commit(st.hub.events_changed)
     st.automation.stop()  # type: ignore[attr-defined]
+    metrics.REGISTRY.unregister(st.usage)  # type: ignore[attr-defined]
     st.loop.stop()
     st.routes.stop()  # type: ignore[attr-defined]
     st.elector.stop()  # type: ignore[attr-defined]

@@ -141,3 +141,54 @@ def rebalance(name: str, dry_run: bool = Query(False, description="only show the
     if not dry_run:
         st.loop.kick()
     return out
+
+
+class UsageCollector:
+    """The services' usage for /metrics, read from the metrics tables at scrape time, so every
+    server exports the same figures (the agents post to any of them)."""
+
+    def __init__(self, db):  # type: ignore[no-untyped-def]
+        self.db = db
+
+    def describe(self):  # type: ignore[no-untyped-def]
+        return []  # figures are read at scrape time; nothing to check at registration
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.metrics_core import GaugeMetricFamily
+
+        labels = ["service", "namespace"]
+        cpu = GaugeMetricFamily("dockyard_service_cpu_cores", "CPU cores a service's instances used (latest windows)", labels=labels)
+        mem = GaugeMetricFamily("dockyard_service_memory_bytes", "Memory a service's instances use", labels=labels)
+        rps = GaugeMetricFamily("dockyard_service_requests_per_second", "Requests/s the gateways served for a service", labels=labels)
+        p95 = GaugeMetricFamily("dockyard_service_latency_p95_seconds", "Worst gateway's p95 latency of a service", labels=labels)
+        now = time.time()
+
+        def read(s: Session):  # type: ignore[no-untyped-def]
+            fresh = automation.FRESH
+            per: dict[str, list[float]] = {}
+            for r in s.scalars(select(InstanceMetrics)):
+                if now - r.at <= fresh * r.window + automation.EVERY:
+                    acc = per.setdefault(r.service, [0.0, 0.0])
+                    acc[0] += r.cpu or 0.0
+                    acc[1] += r.memory or 0
+            traffic: dict[str, list[float]] = {}
+            for t in s.scalars(select(ServiceTraffic)):
+                if now - t.at <= fresh * t.window + automation.EVERY:
+                    acc = traffic.setdefault(t.service, [0.0, 0.0])
+                    acc[0] += t.requests / t.window
+                    acc[1] = max(acc[1], (t.latency_p95_ms or 0.0) / 1000)
+            return per, traffic
+
+        try:
+            per, traffic = self.db.run(read)
+        except Exception:  # noqa: BLE001 - a scrape during a database outage shows the rest
+            return [cpu, mem, rps, p95]
+        for name, (c, m) in sorted(per.items()):
+            ns, short = split(name)
+            cpu.add_metric([short, ns], c)
+            mem.add_metric([short, ns], m)
+        for name, (r, p) in sorted(traffic.items()):
+            ns, short = split(name)
+            rps.add_metric([short, ns], r)
+            p95.add_metric([short, ns], p)
+        return [cpu, mem, rps, p95]

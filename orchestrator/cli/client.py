@@ -445,6 +445,9 @@ def register(app: typer.Typer) -> None:
     nodes.register(app)
     tokens.register(app)
     compose_cmd.register(app)
+    from orchestrator.cli import usage_cmd  # dockyard top, dockyard rebalance
+
+    usage_cmd.register(app)
 
 
 def stdout_isatty() -> bool:

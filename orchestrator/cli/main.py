@@ -245,7 +245,8 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
        gateway_listen: str = typer.Option("127.0.0.1:8000", "--gateway-listen", envvar="DOCKYARD_GATEWAY_LISTEN",
                                           help="host:port of the gateway to exposed services (empty: none)"),
        drain_seconds: float = DrainOpt, gateway_timeout: float = GwTimeoutOpt,
-       gateway_access_log: bool = AccessLogOpt, docker_api: str = UpDockerApiOpt) -> None:
+       gateway_access_log: bool = AccessLogOpt, docker_api: str = UpDockerApiOpt,
+       metrics_interval: float = MetricsOpt) -> None:
     """Run a one-machine cluster: the server plus one local agent with its gateway.
 
     Example: dockyard up --port 8080
@@ -265,7 +266,7 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
         token = join_token or (settings.data_dir / "join.token").read_text().strip()
         cfg = AgentConfig(server=url, join_token=token, node_name=node_name, verify=verify,
                           gateway_listen=gateway_listen, drain_seconds=drain_seconds, gateway_timeout=gateway_timeout,
-                          gateway_access_log=gateway_access_log)
+                          gateway_access_log=gateway_access_log, metrics_interval=metrics_interval)
         threading.Thread(target=run_agent, args=(cfg,), daemon=True, name="agent").start()
         admin_file = (settings.data_dir / "admin.token").resolve()
         from orchestrator.cli.config import save_context

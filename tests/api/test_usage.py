@@ -85,6 +85,9 @@ def test_metrics_in_and_out_and_scaling_both_ways(client):  # type: ignore[no-un
     m = client.get("/v1/services/web/metrics").json()
     assert m["cpu"]["average_percent"] == 150.0 and m["instances"][0]["cpu_percent"] == 150.0
     assert m["traffic"]["rps"] == 10.0 and m["traffic"]["latency_p95_ms"] == 12.5
+    scrape = client.get("/metrics").text  # the same figures for Prometheus, read at scrape time
+    assert 'dockyard_service_cpu_cores{namespace="default",service="web"} 0.75' in scrape
+    assert 'dockyard_service_requests_per_second{namespace="default",service="web"} 10.0' in scrape
     viewer = make_token(client, "viewer")
     assert client.get("/v1/services/web/metrics", headers=bearer(viewer)).status_code == 200
     assert_error_shape(client.post("/v1/agent/metrics", json={"window": 5}), 403)  # agents only
