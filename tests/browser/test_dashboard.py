@@ -114,6 +114,20 @@ def test_viewer_is_offered_no_action(dash_cluster, page, tmp_path):  # type: ign
     page.goto(f"{c.url}/ui/#/nodes")
     expect(page.locator(f'tr[data-node="{c.node("a")}"]')).to_be_visible()
     expect(page.locator("button[data-act]")).to_have_count(0)
+    # a service in another namespace: its own row, detail, revisions and events (namespaced API paths)
+    assert c.api.post("/v1/namespaces", json={"name": "dev"}).status_code == 201
+    r = c.api.put("/v1/namespaces/dev/services/seen", json={"image": "dockyard-test:latest", "command": ["sleep", "3600"],
+                                                            "replicas": 1, "init": True, "stop_timeout": 1})
+    assert r.status_code == 201, r.text
+    page.goto(f"{c.url}/ui/#/services")
+    page.get_by_test_id("filter").fill("dev")
+    expect(page.locator('tr[data-service="dev/seen"]').get_by_test_id("ready")).to_have_text("1/1", timeout=60_000)
+    expect(page.locator('tr[data-service="seen"]')).to_have_count(0)
+    page.locator('tr[data-service="dev/seen"]').get_by_role("link", name="seen").click()
+    expect(page.locator("#head").get_by_test_id("ready")).to_have_text("1/1")
+    expect(page.locator("tr[data-instance]")).to_have_count(1)
+    page.get_by_test_id("tab-events").click()
+    expect(page.locator("#pane")).to_contain_text("service_created")
     page.screenshot(path=str(tmp_path / "viewer.png"), full_page=True)
     # and the API refuses what is not offered: the page is not the guard
     assert c.api.post("/v1/services/seen/scale", json={"replicas": 2},
