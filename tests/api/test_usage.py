@@ -151,3 +151,21 @@ def test_rebalance_never_and_bad_input(client):  # type: ignore[no-untyped-def]
     assert "'never'" in assert_error_shape(client.post("/v1/services/web/rebalance"), 409)["message"]
     assert_error_shape(client.post("/v1/services/nope/rebalance"), 404)
     assert_error_shape(client.put("/v1/services/x", json={"image": "a", "placement": {"rebalance": "sometimes"}}), 422)
+
+
+def test_auto_rebalance_when_a_node_joins(client):  # type: ignore[no-untyped-def]
+    manual(client)
+    a = FakeAgent(client, "n1")
+    assert client.put("/v1/services/web", json={"image": "busybox:1", "replicas": 2,
+                                                "placement": {"rebalance": "auto"}}).status_code == 201
+    until([a], ready(client, "web", 2))
+    assert automate(client) is False  # one node, balanced: it only learns the nodes
+    b = FakeAgent(client, "n2")
+
+    def spread():  # type: ignore[no-untyped-def]
+        automate(client)
+        nodes = sorted(i["node"] for i in client.get("/v1/services/web/instances").json())
+        return nodes == ["n1", "n2"] and client.get("/v1/services/web").json()["status"]["ready"] == 2
+
+    until([a, b], spread)
+    assert "rebalance_move" in [e["kind"] for e in client.get("/v1/events?service=web").json()]
