@@ -18,7 +18,9 @@ ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-
         "--disable-dev-shm-usage"]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open, an asyncio loop is marked as
+# running in the main thread, and every later test that calls asyncio.run() (tests/unit) fails.
+@pytest.fixture(scope="module")
 def browser():  # type: ignore[no-untyped-def]
     try:
         from playwright.sync_api import sync_playwright
