@@ -10,6 +10,8 @@ shielded from that cancellation, so it cannot be skipped. LOG_STREAMS counts ope
 """
 from __future__ import annotations
 
+from typing import AsyncIterator
+
 import anyio
 import httpx
 from fastapi import APIRouter, Depends, Query
@@ -73,23 +75,18 @@ async def _close(r: httpx.Response | None, client: httpx.AsyncClient) -> None:
         await client.aclose()
 
 
-@router.get("/instances/{instance_id}/logs", responses={
-    200: {"content": {"text/plain": {}}, "description": "the container's stdout and stderr"},
-    404: {"description": "no such instance, or it has no container"}, 409: {"description": "not placed"},
-    502: {"description": "the agent failed, or its certificate is not trusted"},
-    503: {"description": "the node is down, or its agent cannot be called securely"}})
-async def instance_logs(instance_id: str, tail: int | None = Query(default=None, ge=0, le=MAX_TAIL,
-                                                                         description="last N lines (default all)"),
-                        follow: bool = Query(default=False, description="keep streaming new output"),
-                        st: State = Depends(state), p: Principal = Depends(role("viewer"))):
+async def agent_stream(st: State, p: Principal, instance_id: str, params: dict[str, str],
+                       follow: bool) -> tuple[AsyncIterator[bytes], str]:
+    """(the agent's logs answer as a stream, the node) for an instance. The request is sent first,
+    so a refusal is an error answer rather than a cut stream. Also the Docker API's `docker logs`
+    (orchestrator/dockerapi/agents.py, with raw=1)."""
     url, key, node, pin = await run_in_threadpool(_target, st, instance_id, p)
     try:
         verify = agent_tls.verify_for(st.settings, node, url, pin)
     except agent_tls.AgentTLSError as exc:
         raise Unavailable(str(exc)) from None
     client = agent_tls.client(verify, follow, CONNECT_TIMEOUT)
-    req = client.build_request("GET", f"{url}/v1/instances/{instance_id}/logs",
-                               params={"tail": "all" if tail is None else str(tail), "follow": str(follow).lower()},
+    req = client.build_request("GET", f"{url}/v1/instances/{instance_id}/logs", params=params,
                                headers={"Authorization": f"Bearer {key}"})
     try:
         r = await client.send(req, stream=True)
@@ -101,7 +98,7 @@ async def instance_logs(instance_id: str, tail: int | None = Query(default=None,
         await _close(r, client)
         raise _agent_error(r, node)
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body() -> AsyncIterator[bytes]:
         LOG_STREAMS.inc()
         try:
             async for chunk in r.aiter_raw():
@@ -112,5 +109,19 @@ async def instance_logs(instance_id: str, tail: int | None = Query(default=None,
             LOG_STREAMS.dec()
             await _close(r, client)
 
-    return StreamingResponse(body(), media_type="text/plain; charset=utf-8",
+    return body(), node
+
+
+@router.get("/instances/{instance_id}/logs", responses={
+    200: {"content": {"text/plain": {}}, "description": "the container's stdout and stderr"},
+    404: {"description": "no such instance, or it has no container"}, 409: {"description": "not placed"},
+    502: {"description": "the agent failed, or its certificate is not trusted"},
+    503: {"description": "the node is down, or its agent cannot be called securely"}})
+async def instance_logs(instance_id: str, tail: int | None = Query(default=None, ge=0, le=MAX_TAIL,
+                                                                         description="last N lines (default all)"),
+                        follow: bool = Query(default=False, description="keep streaming new output"),
+                        st: State = Depends(state), p: Principal = Depends(role("viewer"))):
+    body, node = await agent_stream(st, p, instance_id, {"tail": "all" if tail is None else str(tail),
+                                                         "follow": str(follow).lower()}, follow)
+    return StreamingResponse(body, media_type="text/plain; charset=utf-8",
                              headers={"Cache-Control": "no-cache", "X-Dockyard-Node": node})

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator
 
-import httpx
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import select
 
 from orchestrator import agent_keys, agent_tls
 from orchestrator.api.deps import State
-from orchestrator.api.logs import BadGateway, _agent_error, _close, _target
+from orchestrator.api.logs import _target, agent_stream
 from orchestrator.auth import Principal
 from orchestrator.errors import Unavailable
 from orchestrator.models import Node
@@ -33,32 +32,9 @@ def _verify(st: State, node: str, url: str, pin: str | None):  # type: ignore[no
 
 
 async def logs(st: State, p: Principal, instance_id: str, tail: str, follow: bool) -> AsyncIterator[bytes]:
-    """Open the stream first (so a refusal is an error answer, not a cut stream), then relay it."""
-    url, key, node, pin = await run_in_threadpool(_target, st, instance_id, p)
-    client = agent_tls.client(_verify(st, node, url, pin), follow, CONNECT_TIMEOUT)
-    req = client.build_request("GET", f"{url}/v1/instances/{instance_id}/logs",
-                               params={"tail": tail, "follow": str(follow).lower(), "raw": "1"},
-                               headers={"Authorization": f"Bearer {key}"})
-    try:
-        r = await client.send(req, stream=True)
-    except httpx.HTTPError as exc:
-        await _close(None, client)
-        raise BadGateway(agent_tls.explain(exc, node, url, st.settings)) from None
-    if r.status_code != 200:
-        await r.aread()
-        await _close(r, client)
-        raise _agent_error(r, node)
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in r.aiter_raw():
-                yield chunk
-        except httpx.HTTPError:
-            pass  # the agent went away mid-stream: end the stream
-        finally:
-            await _close(r, client)
-
-    return body()
+    """Docker's own multiplexed frames (stdout and stderr apart), through the /v1 logs relay."""
+    body, _ = await agent_stream(st, p, instance_id, {"tail": tail, "follow": str(follow).lower(), "raw": "1"}, follow)
+    return body
 
 
 async def inspect(st: State, p: Principal, instance_id: str) -> dict[str, Any] | None:
