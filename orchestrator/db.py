@@ -14,6 +14,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
+from orchestrator import db_writes
+
 T = TypeVar("T")
 POOL_SIZE = 32
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -125,11 +127,6 @@ def _sqlite_for_update(state) -> None:  # type: ignore[no-untyped-def]
         state.session.info["wlock"] = txn
 
 
-def _mark_writes(conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
-    if statement.lstrip()[:7].upper().startswith(WRITE_STATEMENTS):
-        conn.info["dy_wrote"] = True
-
-
 def _lost_race(exc: Exception) -> bool:
     if isinstance(exc, StaleDataError):
         return True
@@ -144,10 +141,12 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
-        # committed transactions that wrote something: what read caches check (api/services.py)
-        self.writes = 0
-        event.listen(self.engine, "before_cursor_execute", _mark_writes)
-        event.listen(self.engine, "rollback", lambda conn: conn.info.pop("dy_wrote", None))
+        # committed transactions that wrote something (the dashboard's summary watches it); of
+        # those, the ones that wrote service rows without naming the services, and per service
+        # the ones that wrote its row or instances: what the read cache checks (db_writes.py)
+        self.writes = self.unattributed = 0
+        self.service_writes: dict[str, int] = collections.defaultdict(int)
+        db_writes.install(self.engine, self._factory)
         if url.startswith("sqlite"):
             event.listen(self._factory, "do_orm_execute", _sqlite_for_update)
 
@@ -160,9 +159,12 @@ class Database:
             with s.begin():
                 yield s
                 s.flush()  # so that the write below is seen before the commit
-                wrote = s.connection().info.pop("dy_wrote", False)
+                wrote, unknown, services = db_writes.take(s)
             if wrote:
                 # counted once committed: a reader that sees the new count reads the new data
+                for name in services:
+                    self.service_writes[name] += 1
+                self.unattributed += unknown
                 self.writes += 1
 
     def run(self, fn: Callable[[Session], T], attempts: int = 5) -> T:

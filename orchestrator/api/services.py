@@ -94,7 +94,7 @@ async def _cached_one(st: State, name: str) -> dict:
     now = time.time()
     out = st.reads.get(name, now)
     if out is None:
-        stamp = st.reads.stamp()
+        stamp = st.reads.stamp(name)
         out = await run_in_threadpool(_one, st, name)
         st.reads.put(name, stamp, now, out)
     return out
