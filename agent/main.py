@@ -160,6 +160,7 @@ class Agent:
                 self.wake.set()
 
     def poll_forever(self) -> None:
+        failed = False
         while not self.stop.is_set():
             try:
                 # a random share off the wait: agents that polled together (a restart, a change
@@ -180,7 +181,13 @@ class Agent:
             except Exception as exc:
                 # the data plane outlives the control plane: keep running what we have
                 log.warning("sync failed (%s); containers keep running, retrying", exc)
-                self.stop.wait(1.0)
+                # the first failure after a success is retried at once: a server that saw our
+                # long poll's connection close gives us only a short grace (--node-grace)
+                if failed:
+                    self.stop.wait(1.0)
+                failed = True
+            else:
+                failed = False
 
     def report(self, observed: list[Observed], force: bool = False) -> None:
         items = self._report_items(observed)
@@ -410,6 +417,8 @@ class Agent:
         for t in threads:
             t.start()
         self.stop.wait()
+        if self.client.credential:
+            self.client.leave()  # a deliberate stop: the server waits for the TTL, not the grace
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.api.stop()
         if self.gateway is not None:

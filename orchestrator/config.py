@@ -17,6 +17,9 @@ class Settings:
     join_token: str | None = None
     loop_interval: float = 1.0
     node_ttl: float = 5.0
+    # seconds a node whose agent dropped its long poll (a dead agent process) has to reconnect
+    # before it is down, instead of waiting for the TTL; 0 turns the fast path off (--node-grace)
+    node_grace: float = 1.0
     # seconds a leader's lease lasts unrenewed (renewed about every second); --lease-ttl or
     # DOCKYARD_LEASE_TTL. 4 s: a crash is taken over within about 4.25 s (coord/leader.py)
     lease_ttl: float = field(default_factory=lambda: float(os.environ.get("DOCKYARD_LEASE_TTL") or 4.0))

@@ -25,6 +25,7 @@ from orchestrator.coord import base as signals
 # one Python process answers a few hundred syncs a second, not thousands.
 MAX_HEARTBEATS_PER_SECOND = 200.0
 TTL_HEARTBEATS = 3.0  # a node TTL is never shorter than this many (stretched) heartbeat intervals
+FLUSH_MARGIN = 0.25  # seconds a heartbeat heard by another server may take beyond its flush period
 
 
 class Hub:
@@ -58,6 +59,10 @@ class Hub:
         # Invalidated across servers: revocations and node removals are signalled (FORGET_*).
         self._credentials: dict[str, tuple[object, float | None, float]] = {}
         self._credential_epoch = 0
+        # node -> the token of its newest long poll on THIS server (api/agent.py): only that
+        # poll's connection closing makes the node suspect. Local by nature (a connection is
+        # to one server); an entry lives while its poll runs, and a leaving agent drops it.
+        self.polls: dict[str, object] = {}
         # the gateways' routing table version (orchestrator/routebook.py sets it): a long poll
         # also ends when it differs from the version its agent has
         self.routes_version: Callable[[], str] = lambda: ""
@@ -132,6 +137,16 @@ class Hub:
         """Seconds between an agent's syncs: the configured interval, stretched past 200 nodes."""
         return max(self.base_heartbeat, len(self.heartbeats) / MAX_HEARTBEATS_PER_SECOND)
 
+    def node_grace(self, configured: float) -> float:
+        """Seconds a node whose agent dropped its long poll has to reconnect: the configured
+        grace, stretched with the interval (an agent's next poll may be that far off on a busy
+        server). With several servers, at least the heartbeat flush period and a margin: the
+        agent may reconnect to another server, whose heartbeats reach the table that often."""
+        grace = max(configured, self.heartbeat_interval())
+        if self.coord.shared:
+            grace = max(grace, min(1.0, self.base_heartbeat) + FLUSH_MARGIN)
+        return grace
+
     def node_ttl(self, configured: float) -> float:
         """Seconds of silence before a node is down: the configured TTL, stretched with the interval."""
         return max(configured, TTL_HEARTBEATS * self.heartbeat_interval())
@@ -164,10 +179,12 @@ class Hub:
     def _stale(self, node: str, known: str | None, routes_known: str | None) -> bool:
         return known != self.generation(node) or (routes_known is not None and routes_known != self.routes_version())
 
-    async def wait(self, node: str, known: str | None, timeout: float, routes_known: str | None = None) -> None:
+    async def wait(self, node: str, known: str | None, timeout: float, routes_known: str | None = None,
+                   gone: asyncio.Future | None = None) -> None:
         """Until the node's assignments (or, when `routes_known` is given, the routing table)
-        differ from what its agent has, or `timeout` passes."""
-        if timeout <= 0 or self._stale(node, known, routes_known):
+        differ from what its agent has, or `timeout` passes, or `gone` (the request's
+        disconnect, api/agent.py) is done."""
+        if timeout <= 0 or self._stale(node, known, routes_known) or (gone is not None and gone.done()):
             return
         loop = asyncio.get_running_loop()
         ev = asyncio.Event()
@@ -177,6 +194,8 @@ class Hub:
             self._waiters[node].append((loop, ev))
         # a timer rather than asyncio.wait_for, which wraps every long poll in a task of its own
         timer = loop.call_later(timeout, ev.set)
+        if gone is not None:
+            gone.add_done_callback(lambda _f: ev.set())
         try:
             await ev.wait()
         finally:
@@ -187,6 +206,23 @@ class Hub:
                     lst[:] = [w for w in lst if w[1] is not ev]
                     if not lst:
                         del self._waiters[node]
+
+    def poll_started(self, node: str) -> object:
+        """A long poll of this node begins here: it is the node's newest (see `polls`)."""
+        token = object()
+        self.polls[node] = token
+        return token
+
+    def forget_poll(self, node: str) -> None:
+        """The node's agent is leaving on purpose: its poll's connection closing says nothing."""
+        self.polls.pop(node, None)
+
+    def poll_ended(self, node: str, token: object) -> bool:
+        """The poll ended: was it still the node's newest on this server?"""
+        if self.polls.get(node) is token:
+            del self.polls[node]
+            return True
+        return False
 
     def events_changed(self) -> None:
         """Events were committed: wake every server's event watchers."""

@@ -61,6 +61,9 @@ class Node(Base):
     status: Mapped[str] = mapped_column(String(16), default="ready")
     availability: Mapped[str] = mapped_column(String(16), default="active")
     last_heartbeat: Mapped[float] = mapped_column(Float, default=0.0)
+    # when its agent's long poll was dropped by the agent's side (any server writes it); it
+    # counts while no heartbeat is newer (core/liveness.py). None: never, or cleared when down
+    suspect_since: Mapped[float | None] = mapped_column(Float, nullable=True)
     agent_version: Mapped[str] = mapped_column(String(64), default="")
     engine_version: Mapped[str] = mapped_column(String(64), default="")
     credential_hash: Mapped[str] = mapped_column(String(64), default="", index=True)

@@ -87,17 +87,20 @@ def service_view(svc: Service) -> planner.ServiceView:
     )
 
 
+# a pass woken for a liveness deadline comes this long after it (the decision is strict: `>`)
+WAKE_MARGIN = 0.01
 # a server that does not lead forwards kicks to the leader at most this often
 KICK_FORWARD_GAP = 0.05
 
 
 class Reconciler:
-    def __init__(self, db: Database, hub: Hub, *, interval: float = 1.0, node_ttl: float = 5.0, elector=None):  # type: ignore[no-untyped-def]
+    def __init__(self, db: Database, hub: Hub, *, interval: float = 1.0, node_ttl: float = 5.0,  # type: ignore[no-untyped-def]
+                 node_grace: float = 1.0, elector=None):
         self.db, self.hub = db, hub
         self.elector = elector  # None: always leads (one server, tests)
         self._forwarded = 0.0
         hub.coord.on(signals.KICK, lambda _v: self._kick_local() if self.leading else None)
-        self.interval, self.node_ttl = interval, node_ttl
+        self.interval, self.node_ttl, self.node_grace = interval, node_ttl, node_grace
         self.last_pass_at = 0.0
         self.passes = 0
         self.unschedulable: dict[str, str] = {}  # service -> last reason, to log each reason once
@@ -117,6 +120,9 @@ class Reconciler:
         self._waiting = True
         self._last_full = 0.0
         self.skipped = 0
+        # when a node's liveness next changes unless it is heard from (core/liveness.py
+        # next_deadline): the pass that ends schedules the next one for then, if sooner
+        self._wake: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -208,8 +214,14 @@ class Reconciler:
                 again = self._dirty and not self._scheduled
                 if again:
                     self._scheduled = True
+                # a node's grace or TTL ends before the next interval: look then, not up to an
+                # interval late (a dead agent's node goes down at its deadline)
+                wake, self._wake = self._wake, None
+                early = not again and not self._scheduled and wake is not None and wake < time.time() + self.interval
             if again:
                 self._schedule(max(time.time(), self._next_allowed()))
+            elif early:
+                self._schedule(max(wake + WAKE_MARGIN, self._next_allowed()))  # type: ignore[operator]
 
     def _pass(self) -> None:
         if not self.leading:
@@ -272,7 +284,7 @@ class Reconciler:
         heartbeat writes, once a second) shuffles, and an unordered fingerprint then changed
         every second and made the leader run a full pass every second."""
         nodes = s.execute(select(Node.name, Node.status, Node.last_heartbeat, Node.availability,
-                                 Node.cpus, Node.memory, Node.labels).order_by(Node.name)).all()
+                                 Node.cpus, Node.memory, Node.labels, Node.suspect_since).order_by(Node.name)).all()
         services = s.execute(select(Service.name, Service.version, Service.revision, Service.replicas,
                                     Service.rollout_phase, Service.status_message).order_by(Service.name)).all()
         # every change that matters to a pass sets updated_at (or adds / deletes a row); summed
@@ -282,16 +294,26 @@ class Reconciler:
         event = s.execute(select(func.max(Event.id))).scalar()
         fp = (hash(tuple((n[0], n[1], n[3], n[4], n[5], repr(n[6])) for n in nodes)),
               hash(tuple(services)), tuple(instances), event)
-        return fp, [(n[0], n[1], n[2]) for n in nodes]
+        return fp, [(n[0], n[1], n[2], n[7]) for n in nodes]
 
     def _changed(self, s: Session) -> bool:
         """Would a full pass have anything to do? (state changed, or a node's liveness did)"""
         fp, nodes = self._state(s)
         if fp != self._fingerprint:
             return True
-        now, ttl = time.time(), self.hub.node_ttl(self.node_ttl)
-        views = [liveness.NodeBeat(name, status, persisted, self.hub.heartbeats.get(name, 0.0)) for name, status, persisted in nodes]
-        return bool(liveness.decide(views, now, ttl, self._grace_from()))
+        now = time.time()
+        views = [liveness.NodeBeat(name, status, persisted, self.hub.heartbeats.get(name, 0.0), suspect or 0.0)
+                 for name, status, persisted, suspect in nodes]
+        return bool(self._decide(views, now))
+
+    def _decide(self, views: list[liveness.NodeBeat], now: float) -> list[liveness.Transition]:
+        """core/liveness.py's decision with this server's TTL, grace and start of term; notes when
+        to look again (self._wake)."""
+        ttl = self.hub.node_ttl(self.node_ttl)  # stretched in large clusters (see hub.py)
+        grace = self.hub.node_grace(self.node_grace) if self.node_grace > 0 else None
+        since = self._grace_from()
+        self._wake = liveness.next_deadline(views, now, ttl, since, grace)
+        return liveness.decide(views, now, ttl, since, grace)
 
     def _grace_from(self) -> float:
         """Nodes get one TTL of grace from when this server started, or began to lead."""
@@ -351,12 +373,14 @@ class Reconciler:
 
     def _liveness(self, s: Session, nodes: dict[str, Node], now: float) -> set[str]:
         touched = set()
-        ttl = self.hub.node_ttl(self.node_ttl)  # stretched in large clusters (see hub.py)
-        views = [liveness.NodeBeat(n.name, n.status, n.last_heartbeat, self.hub.heartbeats.get(n.name, 0.0))
-                 for n in nodes.values()]
-        for t in liveness.decide(views, now, ttl, self._grace_from()):
+        views = [liveness.NodeBeat(n.name, n.status, n.last_heartbeat, self.hub.heartbeats.get(n.name, 0.0),
+                                   n.suspect_since or 0.0) for n in nodes.values()]
+        dropped = {v.name: v.suspect for v in views}
+        for t in self._decide(views, now):
             n = nodes[t.node]
             n.status, n.last_heartbeat = t.status, t.seen
+            if t.status == "ready" and n.suspect_since is not None:
+                n.suspect_since = None  # beating since (kept while down: a beat must be newer to bring it back)
             touched.add(n.name)
             if t.status == "down":
                 lost = s.scalars(
@@ -368,8 +392,10 @@ class Reconciler:
                 from orchestrator.dockerapi import store as dockerapi_store  # (it imports service_ops, which imports us)
 
                 dockerapi_store.node_lost(s, lost, now)  # `docker run --restart no`: not rescheduled
-                record(s, "node_down", f"node {n.name} missed heartbeats for {now - t.seen:.1f}s; "
-                       f"{len(lost)} instance(s) lost and being replaced", node=n.name, now=now)
+                why = (f"closed its agent's connection and did not reconnect for {now - dropped[n.name]:.1f}s"
+                       if t.dropped else f"missed heartbeats for {now - t.seen:.1f}s")
+                record(s, "node_down", f"node {n.name} {why}; {len(lost)} instance(s) lost and being replaced",
+                       node=n.name, now=now)
             else:
                 # beating again: normally the sync that ended the silence did this; this catches a
                 # sync that raced the pass marking it down, or one another server heard

@@ -114,7 +114,7 @@ def start(settings: Settings) -> State:
     coord.start()
     hub = Hub(heartbeat_interval=settings.heartbeat_interval, coord=coord)
     me = server_id()
-    loop = Reconciler(db, hub, interval=settings.loop_interval, node_ttl=settings.node_ttl)
+    loop = Reconciler(db, hub, interval=settings.loop_interval, node_ttl=settings.node_ttl, node_grace=settings.node_grace)
     elector = Elector(db, coord, me, ttl=settings.lease_ttl, sole=not coord.shared,
                       on_elected=loop.elected, on_deposed=loop.deposed)
     loop.elector = elector

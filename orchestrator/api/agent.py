@@ -6,17 +6,18 @@ up to `wait` seconds for that list to change when the agent already has the curr
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
 from typing import Any, NamedTuple
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
-from orchestrator import agent_keys, assignments, gcpause, join as joining, metrics
+from orchestrator import agent_keys, assignments, gcpause, join as joining, metrics, node_loss
 from orchestrator.api.deps import State, YamlRoute, node_principal, state
 from orchestrator.auth import Principal, check_join_token, hash_secret, new_secret
 from orchestrator.batching import Batcher
@@ -203,19 +204,53 @@ def _instance_events(i: Instance, before: tuple, prev_exit: int | None, now: flo
                service=i.service_name, node=i.node_name, instance=i.id, now=now)
 
 
+@router.post("/leave", status_code=204)
+def leave(p: Principal = Depends(node_principal), st: State = Depends(state)) -> Response:
+    """The agent stops on purpose (SIGTERM: a restart, an upgrade): its containers keep
+    running, so its long poll closing must not make the node suspect. It goes down after the
+    TTL if it does not come back (as a silent host does)."""
+    st.hub.forget_poll(p.name)
+    return Response(status_code=204)
+
+
 REPORT_REAPPLY_SECONDS = 60.0
 REPORT_BATCH_MAX = 500  # reports written in one transaction at most
 ASSIGNMENT_BATCH_MAX = 1000  # nodes whose assignments are read in one transaction at most
 
 
 @router.post("/sync", response_model=SyncOut)
-async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(node_principal)) -> JSONResponse:
+async def sync(body: SyncIn, request: Request, st: State = Depends(state),
+               p: Principal = Depends(node_principal)) -> Response:
     now = time.time()
+    if body.wait <= 0:  # a report: only long polls tell whether an agent is there
+        return await _sync(body, st, p, now, None)
+    # While the long poll runs, watch its connection: the body is read, so the next ASGI
+    # message is http.disconnect, which uvicorn sends only when the connection is lost while the
+    # request runs (the peer closed it; its own graceful shutdown lets running requests finish,
+    # then cancels them). If it was the node's newest poll here, the node is suspect.
+    token = st.hub.poll_started(p.name)
+    watch = asyncio.ensure_future(request.receive())
+    try:
+        answer = await _sync(body, st, p, now, watch)
+    finally:
+        newest = st.hub.poll_ended(p.name, token)
+        if not watch.done():
+            watch.cancel()
+    if not (watch.done() and not watch.cancelled() and watch.exception() is None
+            and watch.result().get("type") == "http.disconnect"):
+        return answer
+    if newest:
+        await node_loss.dropped(st, p.name, now)
+    return Response(status_code=499)  # nobody reads it
+
+
+async def _sync(body: SyncIn, st: State, p: Principal, now: float, gone: "asyncio.Future | None") -> Response:
     previous = st.hub.heartbeats.get(p.name)
     st.hub.beat(p.name, now)
-    # A bare heartbeat from a node that beat recently needs no database: the loop cannot have
-    # declared it down in between (it needs node_ttl of silence), and if it raced one that did,
-    # the loop marks a node with fresh heartbeats ready again (reconcile._liveness).
+    # A bare heartbeat from a node that beat recently needs no database: the loop can hardly
+    # have declared it down in between (it needs node_ttl of silence, or a dropped long poll
+    # and node_grace), and if it did, it marks a node with fresh heartbeats ready again
+    # (reconcile._liveness).
     recent = previous is not None and now - previous < st.hub.node_ttl(st.settings.node_ttl) / 2
     # Agents re-send an unchanged report every few seconds (level-triggered). If the node's
     # generation has not moved either, nothing server-side touched its instances since the
@@ -230,7 +265,9 @@ async def sync(body: SyncIn, st: State = Depends(state), p: Principal = Depends(
         st.hub.events_changed()  # a report may have recorded events (unhealthy, restarted)
     if key is not None and (last is None or last[0] != key or now - last[1] >= REPORT_REAPPLY_SECONDS):
         st.hub.reports[p.name] = (key, now)
-    await st.hub.wait(p.name, body.known, min(body.wait, 30.0), body.routes_known)
+    await st.hub.wait(p.name, body.known, min(body.wait, 30.0), body.routes_known, gone)
+    if gone is not None and gone.done():
+        return Response(status_code=499)  # the agent went away (see sync)
     generation = st.hub.generation(p.name)
     routes_version, routes, spaces = st.routes.snapshot()
     if body.routes_known is None or body.routes_known == routes_version:

@@ -38,6 +38,8 @@ IntervalOpt = typer.Option(1.0, "--loop-interval", envvar="DOCKYARD_LOOP_INTERVA
 TtlOpt = typer.Option(5.0, "--node-ttl", envvar="DOCKYARD_NODE_TTL", help="seconds of heartbeat silence before a node is down")
 LeaseOpt = typer.Option(4.0, "--lease-ttl", envvar="DOCKYARD_LEASE_TTL", min=0.5,
                         help="seconds a leader's lease lasts unrenewed: a crashed leader is replaced about this soon")
+GraceOpt = typer.Option(1.0, "--node-grace", envvar="DOCKYARD_NODE_GRACE", min=0.0,
+                        help="seconds a node whose agent closed its connection has to reconnect before it is down (0: wait for the TTL)")
 HbOpt = typer.Option(1.0, "--heartbeat-interval", envvar="DOCKYARD_HEARTBEAT_INTERVAL", help="seconds between agent heartbeats")
 HistOpt = typer.Option(10, "--history-limit", envvar="DOCKYARD_HISTORY_LIMIT", help="revisions kept per service")
 LogOpt = typer.Option("info", "--log-level", envvar="DOCKYARD_LOG_LEVEL")
@@ -126,7 +128,7 @@ def server(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, d
            admin_token: Optional[str] = AdminOpt, join_token: Optional[str] = JoinOpt, loop_interval: float = IntervalOpt,
            node_ttl: float = TtlOpt, heartbeat_interval: float = HbOpt, history_limit: int = HistOpt,
            lease_ttl: float = LeaseOpt, log_level: str = LogOpt, tls_cert: Optional[Path] = TlsCertOpt, tls_key: Optional[Path] = TlsKeyOpt,
-           allow: list[str] = AllowOpt, docker_api: str = DockerApiOpt) -> None:
+           allow: list[str] = AllowOpt, docker_api: str = DockerApiOpt, node_grace: float = GraceOpt) -> None:
     """Run the Dockyard server (API + reconcile loop).
 
     Example: dockyard server --port 8080 --data-dir /var/lib/dockyard --tls-cert cert.pem --tls-key key.pem
@@ -134,7 +136,7 @@ def server(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, d
     _logging(log_level)
     settings = _secure(_settings(host, port, data_dir, database_url, admin_token, join_token, loop_interval, node_ttl,
                                  heartbeat_interval, history_limit, log_level, lease_ttl), tls_cert, tls_key, allow)
-    settings.docker_api = docker_api
+    settings.docker_api, settings.node_grace = docker_api, node_grace
     _serve(settings)
 
 

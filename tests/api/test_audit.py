@@ -66,7 +66,7 @@ RECIPES = [
     ("POST", "/v1/cluster/join-token/rotate", "adm", "/v1/cluster/join-token/rotate", None, "join_token_rotated"),
 ]
 NOT_AUDITED = {("POST", "/v1/agent/join"), ("POST", "/v1/agent/sync"),  # the agent protocol, not user calls
-               ("POST", "/v1/agent/metrics")}
+               ("POST", "/v1/agent/metrics"), ("POST", "/v1/agent/leave")}
 # audited, and checked where the operation can run: an exec needs an instance placed on a node
 AUDITED_ELSEWHERE = {("POST", "/v1/instances/{instance_id}/exec"): "tests/api/test_exec.py"}
 
