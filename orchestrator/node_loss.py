@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from sqlalchemy import bindparam, update
 
-from orchestrator.api.deps import State
+from orchestrator.api.deps import CREDENTIAL_CACHE_SECONDS, State
+from orchestrator.auth import bearer, hash_secret
 from orchestrator.batching import Batcher
 from orchestrator.models import Node
 
@@ -57,3 +59,19 @@ async def dropped(st: State, node: str, beat: float) -> None:
     log.info("node %s dropped its connection; down in %.1fs unless it reconnects", node,
              st.hub.node_grace(st.settings.node_grace))
     st.loop.kick()  # the leader looks, and wakes up again when the grace ends
+
+
+async def unread(request: Any) -> None:
+    """A sync whose connection closed before its body was read: the agent died right after
+    sending its next long poll (a window as long as the server takes to read a request: tens
+    of ms on a busy server). The node comes from the credential cache (no database read; not
+    cached: the TTL still applies); it counts only if no poll of the node runs here."""
+    st: State = request.app.state.dy
+    try:
+        digest = hash_secret(bearer(request.headers.get("authorization")))
+    except Exception:
+        return
+    p = st.hub.credential(digest, time.time(), CREDENTIAL_CACHE_SECONDS)
+    if p is None or getattr(p, "kind", None) != "node" or p.name in st.hub.polls:  # type: ignore[attr-defined]
+        return
+    await dropped(st, p.name, time.time())  # type: ignore[attr-defined]

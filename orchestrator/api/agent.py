@@ -16,6 +16,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from orchestrator import agent_keys, assignments, gcpause, join as joining, metrics, node_loss
 from orchestrator.api.deps import State, YamlRoute, node_principal, state
@@ -27,7 +29,28 @@ from orchestrator.events import record
 from orchestrator.models import Event, Instance, Node
 from orchestrator.protocol import JoinIn, ReportItem, SyncIn, SyncOut
 
-router = APIRouter(prefix="/v1/agent", tags=["agent"], route_class=YamlRoute)
+
+class AgentRoute(YamlRoute):
+    """The agent routes; a long poll whose agent closed the connection before the server read its
+    body (FastAPI answers 400 to nobody) is a dropped agent too (node_loss.unread)."""
+
+    def get_route_handler(self):  # type: ignore[no-untyped-def]
+        handler = super().get_route_handler()
+        if not self.path.endswith("/sync"):
+            return handler
+
+        async def route(request):  # type: ignore[no-untyped-def]
+            try:
+                return await handler(request)
+            except HTTPException as exc:
+                if isinstance(exc.__cause__, ClientDisconnect):
+                    await node_loss.unread(request)
+                raise
+
+        return route
+
+
+router = APIRouter(prefix="/v1/agent", tags=["agent"], route_class=AgentRoute)
 
 
 @router.post("/join", responses={409: {"description": "the name belongs to a node that is alive"}})
