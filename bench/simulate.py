@@ -34,6 +34,7 @@ import asyncio
 import collections
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -256,6 +257,7 @@ async def api_load(urls: list[str], names: list[str], rate: float, seconds: floa
     """Open loop: request i leaves at start + i / rate whatever the earlier ones are doing;
     the requests go round-robin over the servers, a GET and a PUT to each in turn."""
     lat: dict[str, list[float]] = {"GET": [], "PUT": []}
+    refused = {"GET": 0, "PUT": 0}  # 503 overloaded: the server's admission control (priority.py)
     errors = 0
     pools: list[tuple[str, str, list[Conn]]] = [(*u.rsplit("/", 1)[1].split(":"), []) for u in urls]  # type: ignore[misc]
 
@@ -269,6 +271,9 @@ async def api_load(urls: list[str], names: list[str], rate: float, seconds: floa
         try:
             status, _ = await c.request(method, f"/v1/services/{name}",
                                         None if method == "GET" else spec(replicas), timeout=30)
+            if status == 503:
+                refused[method] += 1
+                raise HTTPError(str(status))
             if status >= 400:
                 raise HTTPError(str(status))
             lat[method].append(time.perf_counter() - t0)
@@ -289,7 +294,9 @@ async def api_load(urls: list[str], names: list[str], rate: float, seconds: floa
         for c in idle:
             c.close()
     if errors:
-        print(f"  api: {errors} request(s) failed")
+        print(f"  api: {errors} request(s) failed, {sum(refused.values())} of them 503 overloaded")
+    lat["refused"] = [float(refused["GET"]), float(refused["PUT"])]
+    lat["failed"] = [float(errors)]
     return lat
 
 
@@ -384,7 +391,15 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
 
     async def put(name: str) -> None:
         async with put_sem:
-            r = await api.put(f"/v1/services/{name}", json=spec(args.replicas))
+            for attempt in range(3):
+                try:
+                    r = await api.put(f"/v1/services/{name}", json=spec(args.replicas))
+                    break
+                except (httpx.ReadError, httpx.RemoteProtocolError):
+                    # a kept-alive connection the server closed as the request left (uvicorn's
+                    # keep-alive timeout under load): a PUT is idempotent, send it again
+                    if attempt == 2:
+                        raise
             r.raise_for_status()
 
     await asyncio.gather(*(put(n) for n in names))
@@ -434,6 +449,9 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     for m in ("GET", "PUT"):
         rows.append((f"API {m} /v1/services/{{name}} at {args.api_rate:g} req/s (mixed), p50 / p99",
                      f"{ms(percentile(lat[m], 50))} / {ms(percentile(lat[m], 99))}", "target p99 <= 50 ms"))
+    rows.append(("API requests failed (of them 503 overloaded: GET / PUT)",
+                 f"{lat['failed'][0]:.0f} of {int(args.api_rate * args.api_seconds)} "
+                 f"({lat['refused'][0]:.0f} / {lat['refused'][1]:.0f})", ""))
     rows.append(("server CPU during the API load (agents syncing too)", f"{cpu * 100:.0f}% of a core", ""))
     rows.append(stall_row(before, after))
     if stats.errors:
@@ -458,6 +476,9 @@ def main() -> int:
     ap.add_argument("--replicas", type=int, default=100, help="replicas per service (services = instances / replicas)")
     ap.add_argument("--steady-seconds", type=float, default=20.0)
     ap.add_argument("--api-rate", type=float, default=200.0)
+    ap.add_argument("--busy", type=int, default=0, metavar="N",
+                    help="competing CPU load: N processes spinning a busy loop for the whole run "
+                         "(1 on this 2-core machine: a busy loop on the other core)")
     ap.add_argument("--api-seconds", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--server-arg", action="append", default=[], help="extra `dockyard server` flag (repeatable)")
@@ -487,12 +508,18 @@ def main() -> int:
     else:
         cluster = Cluster(tmp, server_args=args.server_arg)
     me0 = time.process_time()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    if hogs:
+        print(f"# competing load: {len(hogs)} busy-loop process(es), pids {[h.pid for h in hogs]}", flush=True)
     try:
         cluster.start_server()
         if isinstance(cluster, HACluster):
             cluster.wait_leader()
         rows = asyncio.run(run(args, cluster))
     finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
         cluster.close()
         if drop is not None:
             drop()

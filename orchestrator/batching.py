@@ -12,6 +12,8 @@ import asyncio
 import threading
 from typing import Callable, Generic, TypeVar
 
+from orchestrator import priority
+
 T = TypeVar("T")
 
 
@@ -42,6 +44,9 @@ class Batcher(Generic[T]):
             with self._cond:
                 while not self._pending:
                     self._cond.wait()
+            # API requests first (priority.py): agents' work waits a moment (the batch grows meanwhile)
+            priority.yield_to_api()
+            with self._cond:
                 batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
             try:
                 results = self.work([item for item, _, _ in batch])

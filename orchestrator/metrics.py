@@ -16,6 +16,10 @@ SERVICES = Gauge("dockyard_services", "Services known to the server", registry=R
 INSTANCES = Gauge("dockyard_instances", "Instances by observed state", ["state"], registry=REGISTRY)
 REQUESTS = Counter("dockyard_http_requests_total", "HTTP requests", ["method", "status"], registry=REGISTRY)
 SYNCS = Counter("dockyard_agent_syncs_total", "Agent sync calls answered", registry=REGISTRY)
+API_QUEUED = Counter("dockyard_api_queued_total", "API requests that waited for a slot (more than the admission limit in progress)",
+                     registry=REGISTRY)
+API_REFUSED = Counter("dockyard_api_overloaded_total", "API requests answered 503 overloaded after waiting their queue timeout",
+                      registry=REGISTRY)
 READ_CACHE = Counter("dockyard_read_cache_total", "Service reads answered from the read cache (hit) or the database (miss)",
                      ["result"], registry=REGISTRY)
 GC_PAUSE_SECONDS = Histogram(

@@ -25,7 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Numeric, cast, func, select
 from sqlalchemy.orm import Session, load_only
 
-from orchestrator import gcpause, metrics
+from orchestrator import gcpause, metrics, priority
 from orchestrator.coord import base as signals
 from orchestrator.coord.lease import NotLeader
 from orchestrator.core import drain, liveness, planner, rebalance, scheduler
@@ -337,7 +337,9 @@ class Reconciler:
         specs = revision_specs(s, services, instances)
         drained = {n.name for n in nodes.values() if n.availability == "drained"}
         emptied: set[str] = set()  # drained nodes whose instances were stopped in this pass
+        slices = priority.Slices()  # API requests go first (priority.py)
         for svc in services.values():
+            slices.tick()
             live = by_service.get(svc.name, [])
             # instances on drained nodes, and those the rebalancer moves (automation.py), are
             # hidden from the planner, so it creates replacements
