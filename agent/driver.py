@@ -92,6 +92,11 @@ def _dedupe(ports: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda p: (p["container_port"], p["protocol"]))
 
 
+def publishes_ports(spec: dict[str, Any]) -> bool:
+    """Does a container of this spec publish ports (host ports the engine chooses)?"""
+    return spec.get("network_mode") != "host" and bool(spec.get("ports") or spec.get("expose"))
+
+
 class DockerDriver:
     """Drives the local engine for the containers of one node name."""
 
@@ -215,9 +220,11 @@ class DockerDriver:
             return DriverError(f"host port {port}/{proto} is already in use on this node: {text}")
         return DriverError(f"cannot start container: {text}")
 
-    def run(self, a: Assignment, observe: bool = True) -> Observed | None:
-        """Create and start the container; with observe, inspect and return it (else None:
-        the agent's next list shows it, and one inspect per start adds up at 100 starts)."""
+    def run(self, a: Assignment, observe: bool = True) -> Observed:
+        """Create and start the container, and say what runs: with observe, as the engine's
+        inspect shows it; without, as created (running, no host ports, an exec health check
+        starting): one inspect per start adds up when starting hundreds, and only a container
+        that publishes ports (`publishes_ports`) has something in it the agent cannot know."""
         spec = a.spec
         image = spec["image"]
         self._ensure_image(image, spec.get("pull") or "if-not-present")
@@ -296,7 +303,7 @@ class DockerDriver:
                 log.warning("could not remove failed container %s", cid, exc_info=True)
             raise err from None
         if not observe:
-            return None
+            return _observed(cid, labels, "running", health="starting" if healthcheck else None)
         obs = self.inspect(cid)
         if obs is None:
             raise DriverError(f"container {name!r} vanished right after it started")

@@ -23,13 +23,24 @@ from dataclasses import dataclass, field
 from agent import diff as d, identity, tls
 from agent.api import AgentAPI
 from agent.client import AuthLost, SyncClient
-from agent.driver import DockerDriver, DriverError
+from agent.driver import DockerDriver, DriverError, publishes_ports
 from agent.health import Check, Prober
 from agent.types import Assignment, Observed
+from agent.view import LocalView
 from orchestrator import protocol
 
 log = logging.getLogger("dockyard.agent")
 FULL_REPORT_EVERY = 10.0  # seconds: re-send an unchanged report now and then (level-triggered)
+# The container list is the safety net under the Docker events (agent/view.py): taken at least
+# this often, or, when a list is slow (thousands of containers on the engine), this many times
+# its duration apart, so that it costs the engine at most a few per cent of a core.
+LIST_EVERY = 1.0
+LIST_SPACING = 20.0
+# A changed report waits until this many times the last report's round trip has passed since
+# it: the server reads every instance of the node for each report, so while hundreds of
+# containers start, one report per start made the server's work grow with the square of
+# their number. A change after a quiet spell is reported at once.
+REPORT_SPACING = 5.0
 
 
 @dataclass
@@ -82,8 +93,14 @@ class Agent:
         self.draining: dict[str, float] = {}
         # containers Docker said died: its list can still show them running for a moment
         self.died: set[str] = set()
-        # the reconciler's last container list: the metrics thread samples these, listing nothing itself
+        # what runs, as the reconciler last saw it: the metrics thread samples these, listing nothing itself
         self.observed: list[Observed] = []
+        # the last container list, patched with our own actions since (agent/view.py); under self.lock
+        self.view = LocalView()
+        self._listed_at = float("-inf")  # time.monotonic() when the last list began
+        self._list_took = 0.0
+        self._report_next = 0.0  # time.monotonic() before which a changed report waits
+        self._report_waits = False  # a report waited: the reconciler looks again when it may go
         self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="act")
         self.heartbeat = 1.0
         self._last_report: list[dict] | None = None
@@ -190,6 +207,10 @@ class Agent:
                 failed = False
 
     def report(self, observed: list[Observed], force: bool = False) -> None:
+        began = time.monotonic()
+        if not force and began < self._report_next:
+            self._report_waits = True  # too soon after the last one (REPORT_SPACING)
+            return
         items = self._report_items(observed)
         now = time.time()
         if not force and items == self._last_report:
@@ -197,6 +218,7 @@ class Agent:
         try:
             gen, assignments, _ = self.client.sync(self.generation, 0, items)
             self._last_report, self._last_report_at = items, now
+            self._report_next = time.monotonic() + REPORT_SPACING * (time.monotonic() - began)
             self._take(gen, assignments)
         except AuthLost:
             pass  # the poller joins again; the next pass reports
@@ -226,19 +248,34 @@ class Agent:
     def watch_events(self) -> None:
         while not self.stop.is_set():
             try:
-                for action, cid, _iid in self.driver.events(self.stop):
-                    if action in ("die", "oom"):
-                        with self.lock:
-                            self.died.add(cid)
+                for action, cid, iid in self.driver.events(self.stop):
+                    with self.lock:
+                        self._event(action, cid, iid)
                     self.wake.set()
             except Exception as exc:
                 log.warning("docker events stream failed (%s); reconnecting", exc)
                 self.stop.wait(1.0)
 
+    def _event(self, action: str, cid: str, iid: str) -> None:
+        """One Docker event about our containers (under self.lock): our own starts and removals
+        say nothing new; anything else makes the next pass list the containers."""
+        removing = "rm:" + cid in self.busy
+        if self.view.own(action, cid) or (action == "start" and iid in self.busy) or (
+                action in ("die", "destroy") and removing):
+            return
+        if action in ("die", "oom"):
+            self.died.add(cid)
+            self.view.did_die(cid, starting=iid in self.busy)
+        self.view.stale = True
+
     def reconcile_forever(self) -> None:
         while not self.stop.is_set():
-            self.wake.wait(timeout=1.0)
+            timeout = 1.0
+            if self._report_waits:
+                timeout = min(timeout, max(0.0, self._report_next - time.monotonic()))
+            self.wake.wait(timeout=timeout)
             self.wake.clear()
+            self._report_waits = False
             try:
                 self.reconcile_once()
             except Exception as exc:
@@ -250,7 +287,16 @@ class Agent:
             # taken before listing: an action that finishes while we list stays busy for this pass,
             # so its half-done container (e.g. created, not yet started) is not "restarted"
             busy = frozenset(self.busy)
-        observed = self._fresh(self.driver.list())
+            began = time.monotonic()
+            listing = self.view.stale or began - self._listed_at >= max(LIST_EVERY, LIST_SPACING * self._list_took)
+            token = self.view.begin_list() if listing else 0
+        if listing:
+            listed = self._fresh(self.driver.list())
+            self._listed_at, self._list_took = began, time.monotonic() - began
+        with self.lock:
+            if listing:
+                self.view.took_list(token, listed)
+            observed = self.view.current()
         self.observed = observed
         now = time.time()
         with self.lock:
@@ -274,7 +320,7 @@ class Agent:
         if actions.recycle:
             # say it is unhealthy before it is restarted: the server takes it out of every
             # gateway's routes (the ordered drain), and _recycle waits a moment for that
-            self.report(observed)
+            self.report(observed, force=True)
         for a, cid in actions.recycle:
             self._submit(a.instance_id, self._recycle, a, cid)
         for cid, timeout in actions.remove:
@@ -334,6 +380,8 @@ class Agent:
                 fn(*args)
             except Exception as exc:
                 log.warning("action %s failed: %s", fn.__name__, exc)
+                with self.lock:
+                    self.view.stale = True  # what it left behind is for a list to tell
             finally:
                 with self.lock:
                     self.busy.discard(key)
@@ -343,7 +391,11 @@ class Agent:
 
     def _run(self, a: Assignment) -> None:
         try:
-            self.driver.run(a, observe=False)
+            # the one container whose host ports the engine chose is inspected; the others are
+            # known from what was created (agent/view.py)
+            started = self.driver.run(a, observe=publishes_ports(a.spec))
+            with self.lock:
+                self.view.did_start(started)
             self.errors.pop(a.instance_id, None)
             self.run_failures.pop(a.instance_id, None)
             log.info("started %s slot %d (%s)", a.service, a.slot, a.instance_id)
@@ -352,6 +404,8 @@ class Agent:
             self.run_failures[a.instance_id] = n
             self.errors[a.instance_id] = str(exc)
             self.run_backoff[a.instance_id] = time.time() + d.backoff(n, 30.0)
+            with self.lock:
+                self.view.stale = True
             log.warning("cannot start %s slot %d: %s", a.service, a.slot, exc)
 
     def _restart(self, a: Assignment, cid: str) -> None:
@@ -365,6 +419,9 @@ class Agent:
         except DriverError as exc:
             self.errors[a.instance_id] = str(exc)
             self.driver.remove(cid, 0)  # gone for good: the next pass creates a fresh container
+        finally:
+            with self.lock:
+                self.view.did_restart(cid)  # its state and host ports: the next pass lists
 
     def _recycle(self, a: Assignment, cid: str) -> None:
         """Unhealthy past its retries: stop and start the container in place, like a crash restart.
@@ -385,9 +442,13 @@ class Agent:
             self.driver.remove(cid, 0)
         finally:
             self.prober.reset(cid)
+            with self.lock:
+                self.view.did_restart(cid)
 
     def _remove(self, cid: str, timeout: int | None) -> None:
         self.driver.remove(cid, timeout)  # type: ignore[arg-type]
+        with self.lock:
+            self.view.did_remove(cid)
         log.info("removed container %s", cid[:12])
 
     # -- lifecycle -----------------------------------------------------------------

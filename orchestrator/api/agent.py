@@ -105,10 +105,18 @@ def _write_reports(st: State, batch: list[tuple[str, list[ReportItem] | None, fl
     routed: list[bool] = []
 
     def write(s, items):  # type: ignore[no-untyped-def]
+        # Most of a report says again what the database has (a node starting hundreds of
+        # containers reports all of them every time one more runs): compare plain rows first,
+        # and load as objects only the instances the report changes.
         nodes = sorted({n for n, r, _ in items if r is not None})
-        by_node: dict[str, list[Instance]] = defaultdict(list)
+        stored: dict[str, list[Any]] = defaultdict(list)
         for chunk in assignments.chunks(nodes):
-            for i in s.scalars(select(Instance).where(Instance.node_name.in_(chunk))):
+            for row in s.execute(select(*REPORTED).where(Instance.node_name.in_(chunk))):
+                stored[row.node_name].append(row)
+        changing = sorted({row.id for n, r, _ in items if r is not None for row in _changing(stored.get(n, []), r)})
+        by_node: dict[str, list[Instance]] = defaultdict(list)
+        for chunk in assignments.chunks(changing):
+            for i in s.scalars(select(Instance).where(Instance.id.in_(chunk))):
                 by_node[i.node_name].append(i)
         return [_write_report(s, st, n, r, t, by_node.get(n, []), evented, routed) for n, r, t in items]
 
@@ -151,9 +159,39 @@ def _read_assignments(st: State, nodes: list[str]) -> list[object]:
     return [(found[n], epoch) for n in nodes]
 
 
+# what a report can change in an instance row (and what tells which rows it changes)
+REPORTED = (Instance.id, Instance.node_name, Instance.desired_state, Instance.state, Instance.healthy,
+            Instance.restart_count, Instance.container_id, Instance.exit_code, Instance.host_ports,
+            Instance.last_error, Instance.ready_since)
+
+
+def _changing(rows: list[Any], report: list[ReportItem]) -> list[Any]:
+    """The rows (REPORTED columns) of one node's instances that applying its report would change:
+    everything _write_report (and _observe) would write, and nothing else."""
+    seen = {r.instance_id: r for r in report}
+    out = []
+    for row in rows:
+        r = seen.get(row.id)
+        if r is None:
+            if row.desired_state == "stopped" or row.state not in ("assigned", "pending"):
+                out.append(row)
+            continue
+        if row.desired_state == "stopped" and row.state == "lost":
+            continue  # fenced: _observe keeps it as it is
+        ready = r.state == "running" and r.healthy is not False
+        if ((row.state, row.healthy, row.container_id, row.exit_code, row.last_error)
+                != (r.state, r.healthy, r.container_id, r.exit_code, r.error)
+                or row.host_ports != r.host_ports or r.restart_count > row.restart_count
+                or ready != (row.ready_since is not None)):
+            out.append(row)
+    return out
+
+
 def _write_report(s, st: State, node: str, report: list[ReportItem] | None, now: float,  # type: ignore[no-untyped-def]
                   instances: list[Instance], evented: list[bool], routed: list[bool]) -> bool:
-    """Apply one node's report in the caller's transaction; True when the loop should look soon."""
+    """Apply one node's report in the caller's transaction; True when the loop should look soon.
+    `instances`: those of the node's instances the report changes (_changing); the others are
+    left as they are."""
     kick = False
     n = s.get(Node, node)
     if n is not None and n.status == "down":

@@ -36,7 +36,8 @@ def make() -> tuple[Agent, FakeClient]:
 RUNNING = [Observed("i1", "web", 1, 1, "c1", "running")]
 
 
-def test_a_change_is_reported_at_once_and_an_unchanged_report_is_not_sent_again():
+def test_a_change_is_reported_at_once_and_an_unchanged_report_is_not_sent_again(monkeypatch):
+    monkeypatch.setattr(agent_main, "REPORT_SPACING", 0.0)
     a, c = make()
     a.report(RUNNING)
     assert len(c.calls) == 1 and c.calls[0][0] == 0
@@ -64,3 +65,29 @@ def test_the_periodic_re_send_rides_on_the_long_poll(monkeypatch):
     c.polls = 1
     a.poll_forever()  # and the clock starts again
     assert c.calls[2][1] is None
+
+
+def test_changes_in_a_burst_are_reported_at_most_every_few_round_trips(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(agent_main.time, "monotonic", lambda: clock[0])
+    a, c = make()
+    sync = c.sync
+
+    def slow(known, wait, report):  # type: ignore[no-untyped-def]
+        clock[0] += 0.02  # a 20 ms round trip
+        return sync(known, wait, report)
+
+    c.sync = slow  # type: ignore[method-assign]
+    a.report(RUNNING)
+    assert len(c.calls) == 1 and not a._report_waits
+    clock[0] += 0.05  # 50 ms later: inside REPORT_SPACING x 20 ms
+    a.report([Observed("i1", "web", 1, 1, "c1", "running"), Observed("i2", "web", 1, 2, "c2", "running")])
+    assert len(c.calls) == 1 and a._report_waits  # it waits; the reconciler looks again when it may go
+    clock[0] = 100.02 + agent_main.REPORT_SPACING * 0.02
+    a.report([Observed("i1", "web", 1, 1, "c1", "running"), Observed("i2", "web", 1, 2, "c2", "running")])
+    assert len(c.calls) == 2 and len(c.calls[1][1]) == 2
+    clock[0] += 10.0  # after a quiet spell a change goes at once
+    a.report(RUNNING)
+    assert len(c.calls) == 3
+    a.report([Observed("i1", "web", 1, 1, "c1", "exited", exit_code=1)], force=True)  # force: at once
+    assert len(c.calls) == 4
