@@ -3,6 +3,8 @@
 Run:  .venv/bin/python bench/converge.py                 # sizes 10,50,100, one repeat, ~3 minutes
       .venv/bin/python bench/converge.py --repeat 3      # median of 3
       .venv/bin/python bench/converge.py --skip-swarm    # no `docker swarm init`
+      .venv/bin/python bench/converge.py --sizes 100,300,1000 --skip-swarm --skip-node-loss   # the curve
+      .venv/bin/python bench/converge.py --sizes 300 --only dockyard --profile /tmp/prof   # py-spy
 
 What is timed (every figure: from the API call until a poller that lists running containers
 by label every 50 ms through the docker SDK sees the condition):
@@ -15,6 +17,9 @@ by label every 50 ms through the docker SDK sees the condition):
                   running on the 2 surviving nodes (default node TTL and loop interval)
 The raw floor does the same container operations straight through the docker SDK with an
 8-thread pool (the agent's default concurrency): create+start, stop+remove.
+Every converge also prints the CPU seconds the engine (dockerd, containerd) and Dockyard's
+server and agent used meanwhile, and the server's reconcile passes; a table of CPU per container
+at the end shows what grows faster than N. Timeouts grow with N above 300.
 
 Swarm: `docker swarm init --advertise-addr 127.0.0.1` for the run and `docker swarm leave
 --force` afterwards (always, in a finally); services use the local image with
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Poller, loadavg, median, print_machine, rss_mb  # noqa: E402
+from _common import Poller, cpu_seconds, loadavg, median, print_machine, rss_mb  # noqa: E402
 
 import docker  # noqa: E402
 from docker.types import LogConfig  # noqa: E402
@@ -143,6 +149,19 @@ class Dockyard:
     def rss(self) -> tuple[float, float]:
         return rss_mb(self.c.server.p.pid), rss_mb(self.c.agents[self.node].p.pid)  # type: ignore[union-attr]
 
+    def counters(self) -> dict[str, float]:
+        """The server's reconcile passes (count, seconds) and syncs answered, from /metrics."""
+        out: dict[str, float] = {}
+        for line in self.c.api.get("/metrics").text.splitlines():
+            name, _, value = line.partition(" ")
+            if name in ("dockyard_reconcile_pass_seconds_count", "dockyard_reconcile_pass_seconds_sum",
+                        "dockyard_agent_syncs_total"):
+                out[name.removeprefix("dockyard_")] = float(value)
+        return out
+
+    def pids(self) -> dict[str, int]:
+        return {"server": self.c.server.p.pid, "agent": self.c.agents[self.node].p.pid}  # type: ignore[union-attr]
+
     def close(self) -> None:
         self.c.close()
 
@@ -184,6 +203,74 @@ class Swarm:
         pass
 
 
+# ---- CPU accounting --------------------------------------------------------------------------
+
+def engine_pids() -> dict[str, int]:
+    """dockerd's and containerd's pids (the engine's own CPU: what every system competes with)."""
+    found: dict[str, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                comm = (d / "comm").read_text().strip()
+            except OSError:
+                continue
+            if comm in ("dockerd", "containerd") and comm not in found:
+                found[comm] = int(d.name)
+    return found
+
+
+class CPU:
+    """CPU seconds the given processes used between start() and stop()."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.pids = pids
+        self.before: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.pids.items():
+            try:
+                out[name] = cpu_seconds(pid)
+            except OSError:
+                pass
+        return out
+
+    def start(self) -> "CPU":
+        self.before = self._now()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        return {k: v - self.before[k] for k, v in self._now().items() if k in self.before}
+
+
+class Profiles:
+    """py-spy recordings of the Dockyard processes during one converge (--profile DIR; py-spy is
+    not a dependency: `.venv/bin/pip install py-spy`)."""
+
+    def __init__(self, directory: Path | None, pids: dict[str, int], what: str):
+        self.procs: list[subprocess.Popen] = []
+        if directory is None or not pids:
+            return
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, pid in pids.items():
+            if name in ("dockerd", "containerd"):
+                continue
+            out = directory / f"{name}-{what}.speedscope.json"
+            self.procs.append(subprocess.Popen([spy, "record", "--format", "speedscope", "--rate", "50",
+                                                "--pid", str(pid), "--output", str(out)],
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 # ---- scenarios -------------------------------------------------------------------------------
 
 def self_heal(api, poller: Poller, n: int) -> float | None:  # type: ignore[no-untyped-def]
@@ -211,19 +298,36 @@ def self_heal(api, poller: Poller, n: int) -> float | None:  # type: ignore[no-u
     return None
 
 
-def run_system(sys_, api, poller: Poller, sizes: list[int], tag: str, out: dict, timeout: float) -> None:  # type: ignore[no-untyped-def]
+def run_system(sys_, api, poller: Poller, sizes: list[int], tag: str, out: dict, timeout: float,  # type: ignore[no-untyped-def]
+               profile: Path | None = None) -> None:
     def rec(key: str, value: float | None) -> None:
         out.setdefault((key, sys_.name), []).append(value)
         shown = "timeout" if value is None else f"{value:.2f}s"
         print(f"  {sys_.name:9} {key:22} {shown}   (load {loadavg()})", flush=True)
 
+    pids = {**engine_pids(), **(sys_.pids() if hasattr(sys_, "pids") else {})}
     for n in sizes:
         svc = f"{tag}-{sys_.name[:2]}-{n}"
         label = sys_.label(svc)
         poller.watch(label)
+        spy = Profiles(profile, pids, f"converge-{n}")
+        counted = sys_.counters() if hasattr(sys_, "counters") else {}
+        cpu = CPU(pids).start()
         t0 = time.monotonic()
         sys_.create(svc, n)
-        rec(f"converge {n}", poller.until(lambda ids: len(ids) >= n, t0, timeout))
+        rec(f"converge {n}", poller.until(lambda ids: len(ids) >= n, t0, timeout * max(1.0, n / 300)))
+        used = cpu.stop()
+        spy.stop()
+        out.setdefault(("cpu", f"converge {n}", sys_.name), []).append(used)
+        print(f"  {sys_.name:9} {'':22} CPU s: " + ", ".join(f"{k} {v:.1f} ({1000 * v / n:.0f} ms/container)"
+                                                        for k, v in used.items()), flush=True)
+        if counted:
+            now = sys_.counters()
+            passes = now["reconcile_pass_seconds_count"] - counted["reconcile_pass_seconds_count"]
+            took = now["reconcile_pass_seconds_sum"] - counted["reconcile_pass_seconds_sum"]
+            syncs = now["agent_syncs_total"] - counted["agent_syncs_total"]
+            print(f"  {sys_.name:9} {'':22} server: {passes:.0f} full passes ({took:.2f} s), {syncs:.0f} syncs answered",
+                  flush=True)
         if n == min(sizes) and sys_.name != "floor":
             wait_for(lambda: len(poller.running()) >= n, 60, 0.05, what="all running before the kill")
             time.sleep(1.0)  # settled: reported and seen as running by the orchestrator
@@ -232,9 +336,9 @@ def run_system(sys_, api, poller: Poller, sizes: list[int], tag: str, out: dict,
             time.sleep(0.5)
             t0 = time.monotonic()
             sys_.scale_to_zero(svc)
-            rec(f"scale {n} -> 0", poller.until(lambda ids: not ids, t0, timeout))
+            rec(f"scale {n} -> 0", poller.until(lambda ids: not ids, t0, timeout * max(1.0, n / 300)))
         sys_.delete(svc)
-        gone(api, label)
+        gone(api, label, max(120.0, timeout * n / 300))
 
     svc = f"{tag}-{sys_.name[:2]}-roll"
     label = sys_.label(svc)
@@ -294,6 +398,21 @@ def ratio(a: float | None, b: float | None) -> str:
     return "—" if a is None or b is None or b == 0 else f"{a / b:.2f}×"
 
 
+def cpu_table(out: dict, sizes: list[int]) -> str:
+    """CPU seconds per converge (medians), and per container: what grows faster than N shows here."""
+    lines = ["| converge | Dockyard server | Dockyard agent | dockerd under Dockyard | dockerd under the floor |",
+             "|---|---|---|---|---|"]
+
+    def cell(system: str, proc: str, n: int) -> str:
+        v = median(u.get(proc) for u in out.get(("cpu", f"converge {n}", system), []))
+        return "—" if v is None else f"{v:.1f} s ({1000 * v / n:.1f} ms each)"
+
+    for n in sizes:
+        lines.append(f"| {n} | {cell('dockyard', 'server', n)} | {cell('dockyard', 'agent', n)} | "
+                     f"{cell('dockyard', 'dockerd', n)} | {cell('floor', 'dockerd', n)} |")
+    return "\n".join(lines)
+
+
 def table(out: dict, keys: list[str], repeat: int) -> str:
     lines = [f"| scenario (median of {repeat}) | raw floor | Dockyard | Swarm | Dockyard ÷ floor | Dockyard ÷ Swarm | target |",
              "|---|---|---|---|---|---|---|"]
@@ -313,7 +432,10 @@ def main() -> int:
     ap.add_argument("--only", choices=["floor", "dockyard", "swarm"], action="append",
                     help="time only these systems (repeatable)")
     ap.add_argument("--swarm-restart-delay", default=None, help="Swarm --restart-delay (default: Swarm's, 5s)")
-    ap.add_argument("--timeout", type=float, default=240.0, help="seconds before a scenario counts as timed out")
+    ap.add_argument("--timeout", type=float, default=240.0,
+                    help="seconds before a scenario counts as timed out (converge and scale N: x N/300 above 300)")
+    ap.add_argument("--profile", type=Path, default=None,
+                    help="record the Dockyard server and agent with py-spy during each converge, into this directory")
     args = ap.parse_args()
     sizes = sorted(int(x) for x in args.sizes.split(","))
     systems = set(args.only or ["floor", "dockyard", "swarm"])
@@ -352,7 +474,7 @@ def main() -> int:
             print(f"# run {rep + 1}/{args.repeat}", flush=True)
             for s in (raw, dy, swarm):
                 if s is not None and s.name in systems:
-                    run_system(s, api, poller, sizes, f"{tag}r{rep}", out, args.timeout)
+                    run_system(s, api, poller, sizes, f"{tag}r{rep}", out, args.timeout, args.profile)
             if dy is not None and not args.skip_node_loss:
                 node_loss(dy, api, poller, f"{tag}r{rep}", rep, out)
         if dy is not None:
@@ -372,6 +494,8 @@ def main() -> int:
                                                 f"rolling update {ROLL}", "node loss (1 of 3 agents)"]
     print()
     print(table(out, keys, args.repeat))
+    print()
+    print(cpu_table(out, sizes))
     print(f"\n# load average at the end: {loadavg()}")
     return 0
 
