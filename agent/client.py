@@ -117,9 +117,10 @@ class SyncClient:
     def leave(self) -> None:
         """Tell the server we stop on purpose, so that our long poll's connection closing does
         not make the node suspect (its containers keep running; a restart follows, usually).
-        Best effort: a server that does not hear it sees a dropped agent."""
+        Best effort: a server that does not hear it sees a dropped agent. A connection of its
+        own: the report thread may be using the push one."""
         try:
-            self._post("push", "/v1/agent/leave", {}, headers={"Authorization": f"Bearer {self.credential}"},
+            self._post("leave", "/v1/agent/leave", {}, headers={"Authorization": f"Bearer {self.credential}"},
                        timeout=1.0)
         except Exception as exc:
             log.debug("leave not heard: %s", exc)
