@@ -11,18 +11,25 @@ arrived late, e.g. the long poll overtaken by a report's answer).
 """
 from __future__ import annotations
 
+import functools
+import http.client
+import json
 import logging
+import select
+import socket
+import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
-
+from agent import wire
 from agent.types import Assignment
-from orchestrator import protocol
 
 log = logging.getLogger("dockyard.agent")
 RETRY_STATUSES = (502, 503, 504)
-REQUEST_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+CONNECT_TIMEOUT = 2.0  # seconds to connect (and shake hands, with TLS)
+REQUEST_TIMEOUT = 5.0  # seconds a join, a report or a metrics post may wait for a read or a write
 ANSWER_MARGIN = 5.0  # seconds a sync may take beyond its long-poll wait (a busy server, a big answer)
+TRANSPORT_ERRORS = (OSError, http.client.HTTPException)  # unreachable, reset, timed out, a garbled answer
 
 
 class AuthLost(Exception):
@@ -49,28 +56,29 @@ class SyncClient:
         self.routes_known: str | None = None
         self.on_routes: Any = None
         # two clients per server: the long poll must never queue behind (or in front of) a report
-        self._clients: dict[tuple[str, str], httpx.Client] = {}
+        self._conns: dict[tuple[str, str], Connection] = {}
 
     @property
     def server(self) -> str:
         return self.servers[self.current]
 
-    def _client(self, url: str, kind: str) -> httpx.Client:
-        c = self._clients.get((url, kind))
+    def _request(self, url: str, kind: str, path: str, body: dict, headers: dict[str, str],
+                 timeout: float) -> Answer:
+        c = self._conns.get((url, kind))
         if c is None:
-            c = self._clients[(url, kind)] = httpx.Client(base_url=url, timeout=REQUEST_TIMEOUT, verify=self.verify)
-        return c
+            c = self._conns[(url, kind)] = Connection(url, self.verify)
+        return c.post(path, body, headers, timeout)
 
     def _post(self, kind: str, path: str, body: dict, headers: dict | None = None,
-              timeout: httpx.Timeout = None) -> httpx.Response:  # type: ignore[assignment]
+              timeout: float = REQUEST_TIMEOUT) -> Answer:
         """POST to the current server, else to each of the others in turn."""
         last: Exception | None = None
         for k in range(len(self.servers)):
             idx = (self.current + k) % len(self.servers)
             url = self.servers[idx]
             try:
-                r = self._client(url, kind).post(path, json=body, headers=headers, timeout=timeout or REQUEST_TIMEOUT)
-            except httpx.TransportError as exc:
+                r = self._request(url, kind, path, body, headers or {}, timeout)
+            except TRANSPORT_ERRORS as exc:
                 last = exc
             else:
                 if r.status_code not in RETRY_STATUSES or k == len(self.servers) - 1:
@@ -99,9 +107,8 @@ class SyncClient:
         # a server that stopped answering (paused, its host gone silent) must not hold the long
         # poll for long: it answers within `wait` seconds, or the next server is asked
         r = self._post("poll" if wait > 0 else "push", "/v1/agent/sync",
-                       protocol.sync_request(known, wait, report, self.routes_known),
-                       headers={"Authorization": f"Bearer {self.credential}"},
-                       timeout=httpx.Timeout(REQUEST_TIMEOUT.connect, read=wait + ANSWER_MARGIN))
+                       wire.sync_request(known, wait, report, self.routes_known),
+                       headers={"Authorization": f"Bearer {self.credential}"}, timeout=wait + ANSWER_MARGIN)
         if r.status_code == 401:
             raise AuthLost(_message(r))
         if r.status_code >= 400:
@@ -152,11 +159,107 @@ class SyncClient:
         return True
 
     def close(self) -> None:
-        for c in self._clients.values():
+        for c in self._conns.values():
             c.close()
 
 
-def _message(r: httpx.Response) -> str:
+class Answer:
+    """A server's answer: its status and body (read whole: answers are small JSON documents)."""
+
+    def __init__(self, status_code: int, content: bytes):
+        self.status_code, self.content = status_code, content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class Connection:
+    """One kept-alive HTTP/1.1 connection to one server, on the standard library's http.client.
+
+    The agent's few calls (JSON POSTs, one at a time per connection) need no more than this, and
+    httpx would cost an agent ~7 MiB of resident memory (its command-line module imports Rich,
+    Click and Pygments; docs/performance.md, Memory). `verify` is as httpx's: True (the system's
+    CAs), False, or an ssl.SSLContext (orchestrator/cli/main.py _ca)."""
+
+    def __init__(self, url: str, verify: Any = True):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        self.host, self.tls = parts.hostname, parts.scheme == "https"
+        self.port = parts.port or (443 if self.tls else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.context: ssl.SSLContext | None = None
+        if self.tls:
+            if isinstance(verify, ssl.SSLContext):
+                self.context = verify
+            else:
+                self.context = _default_context() if verify else ssl._create_unverified_context()
+        self.conn: http.client.HTTPConnection | None = None
+
+    def post(self, path: str, body: dict, headers: dict[str, str], timeout: float) -> Answer:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        hdrs = {"Content-Type": "application/json", "Accept": "application/json", **headers}
+        if self.conn is not None and _closed_by_peer(self.conn.sock):
+            self.close()  # the server closed the kept-alive connection meanwhile (idle, restarted)
+        conn = self.conn or self._connect()
+        self.conn = conn
+        try:
+            conn.sock.settimeout(timeout)
+            conn.request("POST", self.prefix + path, body=data, headers=hdrs)
+            r = conn.getresponse()
+            content = r.read()
+        except BaseException:
+            self.close()
+            raise
+        if r.will_close:
+            self.close()
+        return Answer(r.status, content)
+
+    def _connect(self) -> http.client.HTTPConnection:
+        sock = socket.create_connection((self.host, self.port), timeout=CONNECT_TIMEOUT)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.context is not None:
+                sock = self.context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+        # http.client for the Host header and the framing; the socket is ours
+        conn = (http.client.HTTPSConnection(self.host, self.port, context=self.context) if self.tls
+                else http.client.HTTPConnection(self.host, self.port))
+        conn.sock = sock
+        return conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+@functools.lru_cache(maxsize=1)
+def _default_context() -> ssl.SSLContext:
+    """The system's CAs, loaded once for every connection (each load costs memory)."""
+    return ssl.create_default_context()
+
+
+def _closed_by_peer(sock: socket.socket | None) -> bool:
+    """Is an idle kept-alive socket readable? Then the server closed it (or sent what we never
+    asked for): either way it cannot carry a request."""
+    if sock is None:
+        return True
+    try:
+        poller = select.poll()  # not select(): a busy agent's descriptors may be past 1024
+        poller.register(sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poller.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
+def _message(r: Answer) -> str:
     try:
         return r.json()["error"]["message"]
     except Exception:

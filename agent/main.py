@@ -20,14 +20,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from agent import diff as d, identity, tls
+from agent import diff as d, identity, tls, wire
 from agent.api import AgentAPI
 from agent.client import AuthLost, SyncClient
 from agent.driver import DockerDriver, DriverError, publishes_ports
 from agent.health import Check, Prober
 from agent.types import Assignment, Observed
 from agent.view import LocalView
-from orchestrator import protocol
 
 log = logging.getLogger("dockyard.agent")
 FULL_REPORT_EVERY = 10.0  # seconds: re-send an unchanged report now and then (level-triggered)
@@ -136,7 +135,7 @@ class Agent:
                 # the node's current credential, if we have one: the server lets only it re-join a
                 # node that is alive (orchestrator/join.py)
                 credential = self.client.credential or identity.load(self.cfg.state_dir, self.cfg.node_name)
-                out = self.client.join(protocol.join_request(
+                out = self.client.join(wire.join_request(
                     join_token=self.cfg.join_token, node_name=self.cfg.node_name, address=self.cfg.address,
                     labels=self.cfg.labels, cpus=self.cfg.cpus or info["cpus"],
                     memory=self.cfg.memory or info["memory"], agent_version=_version(),
@@ -233,15 +232,15 @@ class Agent:
             a = assigned.get(o.instance_id)
             policy = ((a.spec.get("restart") or {}).get("policy", "always")) if a else "always"
             state, healthy = d.report_state(o, policy)
-            items.append(protocol.report_item(
+            items.append(wire.report_item(
                 o.instance_id, state, container_id=o.container_id, healthy=healthy, exit_code=o.exit_code,
                 host_ports=o.host_ports, restart_count=self.restarts.get(o.instance_id, d.RestartInfo()).count,
                 error=o.error or ""))
         seen = {o.instance_id for o in observed}
         for iid, err in self.errors.items():
             if iid not in seen and iid in assigned:
-                items.append(protocol.report_item(iid, "failed", error=err,
-                                                  restart_count=self.restarts.get(iid, d.RestartInfo()).count))
+                items.append(wire.report_item(iid, "failed", error=err,
+                                              restart_count=self.restarts.get(iid, d.RestartInfo()).count))
         return sorted(items, key=lambda i: i["instance_id"])
 
     # -- local side ----------------------------------------------------------------

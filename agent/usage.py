@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from orchestrator import protocol
+from agent import wire
 
 log = logging.getLogger("dockyard.agent")
 
@@ -335,8 +335,8 @@ def traffic_rows(prev: Mapping[tuple[str, str], Counters], cur: Mapping[tuple[st
 
 
 def metrics_body(window: float, instances: list[dict[str, Any]], traffic: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The body of POST /v1/agent/metrics, validated as the server will; None for a window the
+    """The body of POST /v1/agent/metrics (agent/wire.py); None for a window the
     protocol cannot carry (none, or over an hour: the agent was stopped or suspended)."""
     if not 0 < window <= WINDOW_MAX:
         return None
-    return protocol.MetricsIn(window=window, instances=instances, traffic=traffic).model_dump()
+    return wire.metrics_body(window, instances, traffic)

@@ -69,7 +69,7 @@ def main() -> int:
     print("|---|---|---|")
     for name, s, a in rows:
         print(f"| {name} | {s:.0f} MiB | {a:.0f} MiB |")
-    print("| targets | <= 150 MiB idle | <= 60 MiB |")
+    print("| targets | <= 150 MiB idle | <= 45 MiB idle, <= 50 MiB with 100 containers |")
     print(f"\n# CPU at rest: idle server {idle_cpu[0] * 100:.1f}%, agent {idle_cpu[1] * 100:.1f}% of a core; "
           f"with {args.replicas} containers server {busy_cpu[0] * 100:.1f}%, agent {busy_cpu[1] * 100:.1f}%")
     print(f"# load average at the end: {loadavg()}")

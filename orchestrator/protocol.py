@@ -1,10 +1,11 @@
 """The agent protocol's wire shapes, one module for both sides.
 
-The server validates what agents send with these models (orchestrator/api/agent.py); the
-agent builds what it sends with them (agent/client.py, agent/main.py), so a field renamed or
-bounded on one side is renamed or bounded on the other. Answers are read by the agent as
-plain JSON: validating every assignment's spec again would cost a busy agent more than the
-rest of the sync (the server built them from validated revisions).
+The server validates what agents send with these models (orchestrator/api/agent.py). The
+agent builds the same bodies as plain dicts (agent/wire.py), so that it never imports pydantic
+(about 10 MiB of its memory); tests/unit/test_protocol.py holds the two sides together: what
+the agent builds is what these models accept and would build themselves. Answers are read by
+the agent as plain JSON: validating every assignment's spec again would cost a busy agent more
+than the rest of the sync (the server built them from validated revisions).
 """
 from __future__ import annotations
 
@@ -83,31 +84,6 @@ class SyncOut(BaseModel):
     spaces: dict[str, str | None] | None = Field(
         default=None, description="each namespace's parent (null: a root), sent with `routes`: the gateway "
         "serves a request for a space by the nearest namespace up this chain that has the route")
-
-
-def report_item(instance_id: str, state: str, *, container_id: str | None = None, healthy: bool | None = None,
-                exit_code: int | None = None, host_ports: list[dict[str, Any]] | None = None,
-                restart_count: int = 0, error: str = "") -> dict[str, Any]:
-    """One entry of an agent's report, as the server accepts it (a long Docker error is cut
-    to ERROR_MAX characters instead of making the server refuse the whole report)."""
-    if len(error) > ERROR_MAX:
-        error = error[:ERROR_MAX - 1] + "…"
-    return ReportItem(instance_id=instance_id, container_id=container_id, state=state, healthy=healthy,
-                      exit_code=exit_code, host_ports=host_ports or [], restart_count=restart_count,
-                      error=error).model_dump()
-
-
-def sync_request(known: str | None, wait: float, report: list[dict[str, Any]] | None,
-                 routes_known: str | None) -> dict[str, Any]:
-    """The body of POST /v1/agent/sync (report items from report_item, already checked)."""
-    body = SyncIn(known=known, wait=min(max(wait, 0.0), 60.0), routes_known=routes_known).model_dump()
-    body["report"] = report  # not validated again: thousands of items on a busy node
-    return body
-
-
-def join_request(**fields: Any) -> dict[str, Any]:
-    """The body of POST /v1/agent/join, validated as the server will (a bad node name fails here)."""
-    return JoinIn(**fields).model_dump()
 
 
 # --- metrics: agent -> server, every --metrics-interval seconds (orchestrator/api/agent.py) -------

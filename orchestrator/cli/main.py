@@ -12,10 +12,63 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from orchestrator.config import Settings
 
-app = typer.Typer(
+
+class _Commands(TyperGroup):
+    """The root command group, adding the client commands (get, apply, stack, exec, ...) the first
+    time a name is not a process command or the command list is shown. `dockyard agent` thus never
+    imports them, nor what they import (httpx's Rich, FastAPI and SQLAlchemy by way of
+    orchestrator.errors): ~25 MiB of an agent's resident memory (docs/performance.md, Memory)."""
+
+    _clients_added = False
+
+    def _add_clients(self) -> None:
+        if self._clients_added:
+            return
+        self._clients_added = True
+        clients = typer.Typer()
+        _register_clients(clients)
+        for name, command in typer.main.get_group(clients).commands.items():
+            self.commands.setdefault(name, command)
+
+    def get_command(self, ctx, cmd_name):  # type: ignore[no-untyped-def]
+        if cmd_name not in self.commands:
+            self._add_clients()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx):  # type: ignore[no-untyped-def]
+        self._add_clients()
+        return super().list_commands(ctx)
+
+
+class _App(typer.Typer):
+    """The `dockyard` console script. `dockyard agent ...` is parsed by orchestrator/cli/light.py
+    when it can be (Typer's pydantic-based parsing would stay in the agent's memory, ~8 MiB);
+    every other command line, and any the light parser does not take whole, goes to Typer."""
+
+    def __call__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not args and not kwargs and sys.argv[1:2] == ["agent"]:
+            from orchestrator.cli import light
+
+            try:
+                values = light.parse(agent, sys.argv[2:])
+            except light.NotPlain:
+                pass
+            else:
+                try:
+                    return agent(**values)
+                except typer.Exit as exc:
+                    sys.exit(exc.exit_code)
+                except typer.BadParameter:
+                    pass  # Typer parses again and words the error as it does for any option
+        return super().__call__(*args, **kwargs)
+
+
+app = _App(
+    cls=_Commands,
     help="Dockyard: a small container orchestrator. `dockyard up` runs a one-machine cluster.",
     no_args_is_help=True, pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -181,16 +234,19 @@ def agent(server_url: str = typer.Option("http://127.0.0.1:8080", "--server", en
     Example: dockyard agent --server http://10.0.0.1:8080 --join-token $(cat .dockyard/join.token) --label zone=a
     """
     from agent.main import AgentConfig, run_agent
-    from orchestrator.spec import parse_memory
 
     _logging(log_level)
     if not join_token:
         typer.echo("error: a join token is needed (--join-token or DOCKYARD_JOIN_TOKEN)", err=True)
         raise typer.Exit(2)
-    try:
-        mem = parse_memory(memory) if memory else None
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--memory")
+    mem = None
+    if memory:
+        from orchestrator.spec import parse_memory  # pydantic's models come with it: only when given
+
+        try:
+            mem = parse_memory(memory)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--memory")
     cfg = AgentConfig(server=server_url.rstrip("/"), join_token=join_token, node_name=node_name,
                       labels=_parse_labels(label), cpus=cpus, memory=mem, address=address, listen=listen,
                       concurrency=concurrency, verify=_ca(ca_file), gateway_listen=gateway_listen,
@@ -288,7 +344,8 @@ def up(host: str = HostOpt, port: int = PortOpt, data_dir: Path = DataOpt, datab
     _serve(settings, on_ready=start_agent)
 
 
-def _register_clients() -> None:
+def _register_clients(app: typer.Typer) -> None:
+    """The client command groups, registered when first needed (_Commands)."""
     try:
         from orchestrator.cli import client
     except ImportError:  # client commands are optional while they are being built
@@ -300,9 +357,6 @@ def _register_clients() -> None:
     from orchestrator.cli import exec_cmd  # dockyard exec
 
     exec_cmd.register(app)
-
-
-_register_clients()
 
 if __name__ == "__main__":
     app()

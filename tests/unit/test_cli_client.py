@@ -119,11 +119,11 @@ def test_login_without_verify_writes_the_config(isolated_config):
 
 
 def _leaves(cmd, path=()):  # type: ignore[no-untyped-def]
-    subs = getattr(cmd, "commands", None)
-    if subs is None:
+    if getattr(cmd, "commands", None) is None:
         yield path, cmd
         return
-    for name, sub in subs.items():
+    for name in cmd.list_commands(None):  # the root adds the client commands when they are listed
+        sub = cmd.get_command(None, name)
         if not sub.hidden:
             yield from _leaves(sub, (*path, name))
 

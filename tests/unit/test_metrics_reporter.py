@@ -4,13 +4,13 @@ A stub records the bodies instead of a server; the clock and the cgroup readings
 tests/integration/test_agent_metrics.py runs the real thing on the real engine."""
 from __future__ import annotations
 
+import json
 import threading
 
-import httpx
 from prometheus_client.registry import CollectorRegistry
 
 from agent import usage as u
-from agent.client import SyncClient
+from agent.client import Answer, SyncClient
 from agent.gateway.metrics import GatewayMetrics
 from agent.metrics_reporter import RETRY_UNSUPPORTED, MetricsReporter
 from agent.types import Observed
@@ -110,7 +110,7 @@ def test_a_server_without_the_endpoint_is_told_once_and_asked_once_a_minute(capl
 
 
 def test_failures_are_logged_once_and_retried_next_round(caplog):
-    r, clock, _, posted = reporter(statuses=[httpx.ConnectError("refused"), 500, 503, 200])
+    r, clock, _, posted = reporter(statuses=[ConnectionRefusedError("refused"), 500, 503, 200])
     with caplog.at_level("DEBUG", logger="dockyard.agent"):
         for _ in range(5):
             r.send({"window": 5.0, "instances": [], "traffic": []})
@@ -145,19 +145,19 @@ class Client(SyncClient):
         self.handler = handler
         self.kinds: list[tuple[str, str]] = []
 
-    def _client(self, url, kind):  # type: ignore[no-untyped-def]
+    def _request(self, url, kind, path, body, headers, timeout):  # type: ignore[no-untyped-def]
         self.kinds.append((url, kind))
-        return httpx.Client(base_url=url, transport=httpx.MockTransport(lambda req: self.handler(url, req)))
+        return self.handler(url, path, headers, json.dumps(body, separators=(",", ":")).encode())
 
 
 def test_metrics_post_carries_the_node_credential_fails_over_and_uses_its_own_connection():
     seen = []
 
-    def handler(url, req):  # type: ignore[no-untyped-def]
+    def handler(url, path, headers, content):  # type: ignore[no-untyped-def]
         if url == "http://a":
-            raise httpx.ConnectError("refused")
-        seen.append((url, req.url.path, req.headers["authorization"], req.content))
-        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no"}})
+            raise ConnectionRefusedError("refused")
+        seen.append((url, path, headers["Authorization"], content))
+        return Answer(404, b'{"error": {"code": "not_found", "message": "no"}}')
 
     c = Client("http://a,http://b", handler)
     c.credential = "node-cred"
