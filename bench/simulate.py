@@ -323,6 +323,31 @@ async def stalls(api: httpx.AsyncClient, urls: list[str]) -> dict[str, float]:
     return out
 
 
+async def per_server(api: httpx.AsyncClient, urls: list[str], pids: list[int]) -> list[tuple[float, float, float]]:
+    """(agent syncs answered, HTTP requests answered, CPU seconds) of each server so far."""
+    out = []
+    for u, pid in zip(urls, pids):
+        syncs = reqs = 0.0
+        for line in (await api.get(f"{u}/metrics")).text.splitlines():
+            if line.startswith("dockyard_agent_syncs_total"):
+                syncs += float(line.split()[-1])
+            elif line.startswith("dockyard_http_requests_total{"):
+                reqs += float(line.split()[-1])
+        out.append((syncs, reqs, cpu_seconds(pid)))
+    return out
+
+
+def spread_row(what: str, before: list[tuple[float, float, float]], after: list[tuple[float, float, float]],
+               seconds: float) -> tuple[str, str, str]:
+    """How the work of a phase spread over the servers: syncs/s, other requests/s, CPU, each server."""
+    cells = []
+    for (s0, r0, c0), (s1, r1, c1) in zip(before, after):
+        syncs = s1 - s0
+        cells.append(f"{syncs / seconds:.0f} syncs/s + {max(0.0, r1 - r0 - syncs) / seconds:.0f} other req/s, "
+                     f"{(c1 - c0) / seconds * 100:.0f}% CPU")
+    return (f"  per server, {what}", "; ".join(f"server {k + 1}: {c}" for k, c in enumerate(cells)), "")
+
+
 def stall_row(before: dict[str, float], after: dict[str, float]) -> tuple[str, str, str]:
     d = collections.Counter({k: after[k] - before.get(k, 0.0) for k in after})  # a short run may see no GC at all
     passes = d["passes"]
@@ -331,6 +356,19 @@ def stall_row(before: dict[str, float], after: dict[str, float]) -> tuple[str, s
             f"{d['gc_long']:.0f} GC pauses > 50 ms ({d['gc_seconds'] * 1000:.0f} ms of GC in all)",
             "GC ms by generation: " + " / ".join(f"{d.get(f'gc_seconds_gen{g}', 0) * 1000:.0f}" for g in "012")
             + f"; read cache {d.get('cache_hit', 0):.0f} hits, {d.get('cache_miss', 0):.0f} misses")
+
+
+async def node_downs(api: httpx.AsyncClient) -> int:
+    """node_down events recorded so far (every simulated agent stayed alive, so any is false):
+    the event stream from the first event, oldest first, until it says it caught up."""
+    count = 0
+    async with api.stream("GET", "/v1/events", params={"watch": "true", "since": 0}) as r:
+        async for line in r.aiter_lines():
+            if line.startswith(": keep-alive"):
+                break
+            if line == "event: node_down":
+                count += 1
+    return count
 
 
 def ms(x: float) -> str:
@@ -425,7 +463,9 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     stats.report_rtt.clear()
     stats.recording = True
     cpu0, w0, before = cpu_seconds_all(), time.monotonic(), await stalls(api, urls)
+    spread0 = await per_server(api, urls, pids)
     await asyncio.sleep(args.steady_seconds)
+    spread1 = await per_server(api, urls, pids)
     cpu = (cpu_seconds_all() - cpu0) / (time.monotonic() - w0)
     stats.recording = False
     after = await stalls(api, urls)
@@ -439,10 +479,13 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
                      f"{ms(percentile(stats.report_rtt, 50))} / {ms(percentile(stats.report_rtt, 99))}", ""))
     rows.append(stall_row(before, after))
     rows.append(("server CPU, steady state", f"{cpu * 100:.0f}% of a core", ""))
+    if len(urls) > 1:
+        rows.append(spread_row("steady state", spread0, spread1, time.monotonic() - w0))
     rows.append((f"server RSS, {args.agents} nodes, {total} instances", rss(), ""))
 
     # -- API
     cpu0, w0, before = cpu_seconds_all(), time.monotonic(), await stalls(api, urls)
+    spread0 = await per_server(api, urls, pids)
     lat = await api_load(urls, names, args.api_rate, args.api_seconds, args.replicas)
     cpu = (cpu_seconds_all() - cpu0) / (time.monotonic() - w0)
     after = await stalls(api, urls)
@@ -453,10 +496,15 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
                  f"{lat['failed'][0]:.0f} of {int(args.api_rate * args.api_seconds)} "
                  f"({lat['refused'][0]:.0f} / {lat['refused'][1]:.0f})", ""))
     rows.append(("server CPU during the API load (agents syncing too)", f"{cpu * 100:.0f}% of a core", ""))
+    if len(urls) > 1:
+        rows.append(spread_row("API load", spread0, await per_server(api, urls, pids), time.monotonic() - w0))
     rows.append(stall_row(before, after))
     if stats.errors:
         rows.append(("agent sync errors", str(stats.errors), ""))
         print(f"  sync errors: {stats.error_kinds.most_common(5)}")
+
+    rows.append(("nodes declared down during the run (node_down events; none should be)",
+                 str(await node_downs(api)), "no false node-down"))
 
     stop.set()
     for t in tasks:
@@ -516,19 +564,22 @@ def main() -> int:
         if isinstance(cluster, HACluster):
             cluster.wait_leader()
         rows = asyncio.run(run(args, cluster))
+        w = max(len(r[0]) for r in rows)  # printed before the clean-up, which a busy engine can fail
+        print()
+        print(f"| {'figure'.ljust(w)} | value | target |")
+        print(f"|{'-' * (w + 2)}|---|---|")
+        for name, value, target in rows:
+            print(f"| {name.ljust(w)} | {value} | {target} |", flush=True)
     finally:
         for h in hogs:
             h.kill()
             h.wait()
-        cluster.close()
+        try:
+            cluster.close()  # servers first; then it lists containers (none here), which a swamped engine can time out
+        except Exception as exc:
+            print(f"# clean-up: {type(exc).__name__}: {exc}")
         if drop is not None:
             drop()
-    w = max(len(r[0]) for r in rows)
-    print()
-    print(f"| {'figure'.ljust(w)} | value | target |")
-    print(f"|{'-' * (w + 2)}|---|---|")
-    for name, value, target in rows:
-        print(f"| {name.ljust(w)} | {value} | {target} |")
     print(f"\n# simulator's own CPU: {time.process_time() - me0:.0f} s; load average at the end: {loadavg()}; logs in {tmp}")
     return 0
 
