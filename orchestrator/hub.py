@@ -62,6 +62,7 @@ class Hub:
         # node -> the token of its newest long poll on THIS server (api/agent.py): only that
         # poll's connection closing makes the node suspect. Local by nature (a connection is
         # to one server); an entry lives while its poll runs, and a leaving agent drops it.
+        # Touched on the event loop only (no lock).
         self.polls: dict[str, object] = {}
         # the gateways' routing table version (orchestrator/routebook.py sets it): a long poll
         # also ends when it differs from the version its agent has

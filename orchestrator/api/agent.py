@@ -266,10 +266,10 @@ def _instance_events(i: Instance, before: tuple, prev_exit: int | None, now: flo
 
 
 @router.post("/leave", status_code=204)
-def leave(p: Principal = Depends(node_principal), st: State = Depends(state)) -> Response:
+async def leave(p: Principal = Depends(node_principal), st: State = Depends(state)) -> Response:
     """The agent stops on purpose (SIGTERM: a restart, an upgrade): its containers keep
     running, so its long poll closing must not make the node suspect. It goes down after the
-    TTL if it does not come back (as a silent host does)."""
+    TTL if it does not come back (as a silent host does). On the event loop, as the polls are."""
     st.hub.forget_poll(p.name)
     return Response(status_code=204)
 
