@@ -39,6 +39,7 @@ class Hub:
         self._waiters: dict[str, list[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = defaultdict(list)
         self._event_waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._lock = threading.Lock()
+        self.closing = False  # set once, when the server stops (close_polls)
         # Heartbeats this server heard, in memory: writing 1,000 of them a second to SQL buys
         # nothing. With several servers (coord.shared), each writes the newest ones to the
         # nodes table about once a second (flush_heartbeats), so the leader sees them all;
@@ -177,8 +178,15 @@ class Hub:
         for loop, ev in woken:
             loop.call_soon_threadsafe(ev.set)
 
+    def close_polls(self) -> None:
+        """The server is stopping: answer every long poll now, and every new one at once, instead
+        of leaving thousands of them to be cancelled (with a traceback each) when uvicorn's
+        graceful shutdown runs out. Their agents poll again: another server, or this one back."""
+        self.closing = True
+        self.wake_all()
+
     def _stale(self, node: str, known: str | None, routes_known: str | None) -> bool:
-        return known != self.generation(node) or (routes_known is not None and routes_known != self.routes_version())
+        return self.closing or known != self.generation(node) or (routes_known is not None and routes_known != self.routes_version())
 
     async def wait(self, node: str, known: str | None, timeout: float, routes_known: str | None = None,
                    gone: asyncio.Future | None = None) -> None:

@@ -159,10 +159,20 @@ def _serve(settings: Settings, on_ready=None) -> None:  # type: ignore[no-untype
     except DockyardError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1)
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level="warning", access_log=False, timeout_graceful_shutdown=3,
                             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
-    server = uvicorn.Server(config)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):  # type: ignore[no-untyped-def]
+            super().handle_exit(sig, frame)
+            st = getattr(app.state, "dy", None)
+            if st is not None:  # the agents' long polls answer now (hub.close_polls), from a thread:
+                # a signal handler must not wait for the hub's lock, which this thread may hold
+                threading.Thread(target=st.hub.close_polls, daemon=True).start()
+
+    server = Server(config)
     if on_ready is not None:
         def watch() -> None:
             while not server.started:
