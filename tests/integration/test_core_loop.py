@@ -68,7 +68,9 @@ def test_restarted_agent_adopts_running_containers(cluster):
     cluster.put("db", replicas=3)
     before = sorted(c.id for c in cluster.wait_running("db", 3))
     cluster.wait_ready("db", 3)
-    cluster.kill_agent("a")
+    # a clean restart (SIGTERM, an upgrade): a killed agent's node goes down after a 1 s grace
+    # without a reconnect (tests/integration/test_node_loss.py)
+    cluster.kill_agent("a", signal.SIGTERM)
     cluster.restart_agent("a")
     wait_for(lambda: cluster.service("db")["status"]["ready"] == 3, 20, what="ready again")
     # give the restarted agent several passes to (wrongly) start or remove anything

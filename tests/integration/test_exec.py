@@ -20,8 +20,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def running(engine, tmp_path):  # type: ignore[no-untyped-def]
-    # a long node TTL: the node stays "ready" after its agent is killed, so the call reaches it
-    c = Cluster(tmp_path, server_args=["--node-ttl", "120"])
+    # a long node TTL and no grace for a dropped agent: the node stays "ready" after its agent
+    # is killed, so the call reaches it
+    c = Cluster(tmp_path, server_args=["--node-ttl", "120", "--node-grace", "0"])
     try:
         c.start_server()
         c.start_agent("a")

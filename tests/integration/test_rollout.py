@@ -8,6 +8,7 @@ client would see, not what the server believes.
 from __future__ import annotations
 
 import json
+import signal
 import sqlite3
 import threading
 import time
@@ -258,8 +259,9 @@ def test_health_checks_tcp_exec_and_restart_of_unhealthy_containers(cluster):
     assert unhealthy and "tcp :9999" in unhealthy[0]["message"] and unhealthy[0]["instance"] == inst["id"]
     assert restarted and "unhealthy" in restarted[-1]["message"]
 
-    # a restarted agent probes the containers it adopts before reporting: they stay ready
-    cluster.kill_agent("a")
+    # a restarted agent probes the containers it adopts before reporting: they stay ready (a
+    # clean restart: a killed agent's node would go down after a 1 s grace without a reconnect)
+    cluster.kill_agent("a", signal.SIGTERM)
     cluster.restart_agent("a")
     t_end = time.monotonic() + 4
     while time.monotonic() < t_end:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import subprocess
 import time
@@ -123,7 +124,8 @@ def test_join_token_cannot_take_over_a_live_node(engine, tmp_path):
         assert ctr.id in {x.id for x in c.containers("web")}
         assert not [e for e in c.events(node=node) if "re-joined" in e["message"]]
         # a restart of the node's own agent re-joins at once with its saved credential: nothing is lost
-        c.kill_agent("a")
+        # (a clean restart: a killed agent's node would go down after a 1 s grace without a reconnect)
+        c.kill_agent("a", signal.SIGTERM)
         c.restart_agent("a")
         wait_for(lambda: "re-joined with its credential" in str(c.events(node=node)), 20, what="own re-join")
         assert c.node_status(node) == "ready" and ctr.id in {x.id for x in c.containers("web")}
