@@ -171,3 +171,27 @@ def test_an_unreachable_server_is_a_transport_error_and_a_bad_url_a_value_error(
         Connection(f"http://127.0.0.1:{port}").post("/", {}, {}, 1.0)
     with pytest.raises(ValueError):
         Connection("ftp://x")
+
+
+def test_https_verifies_the_servers_certificate_against_the_given_ca(tmp_path):  # type: ignore[no-untyped-def]
+    import ssl
+
+    from tests.harness import self_signed
+
+    cert, key = self_signed(tmp_path)
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    srv.daemon_threads = True
+    srv.socket = server_side.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{srv.server_address[1]}"
+    try:
+        c = Connection(url, ssl.create_default_context(cafile=str(cert)))  # as `--ca-file` gives it
+        assert c.post("/x", {"a": 1}, {}, 5.0).json()["body"] == {"a": 1}
+        assert c.post("/y", {}, {}, 5.0).json()["path"] == "/y"
+        with pytest.raises(ssl.SSLCertVerificationError):  # an OSError: the next server is tried
+            Connection(url, True).post("/x", {}, {}, 5.0)
+    finally:
+        srv.shutdown()
+        srv.server_close()
