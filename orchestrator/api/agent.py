@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
+from pydantic import TypeAdapter
 from sqlalchemy.orm import object_session
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
@@ -275,6 +276,8 @@ async def leave(p: Principal = Depends(node_principal), st: State = Depends(stat
 
 
 REPORT_REAPPLY_SECONDS = 60.0
+# a report's digest: pydantic's repr of 50 items cost 1.2 ms of the event loop per sync, its JSON 0.1 ms
+REPORT_JSON = TypeAdapter(list[ReportItem])
 REPORT_BATCH_MAX = 500  # reports written in one transaction at most
 ASSIGNMENT_BATCH_MAX = 1000  # nodes whose assignments are read in one transaction at most
 
@@ -317,7 +320,7 @@ async def _sync(body: SyncIn, st: State, p: Principal, now: float, gone: "asynci
     # generation has not moved either, nothing server-side touched its instances since the
     # same report was applied, so applying it again would change nothing: skip the database
     # (but not for longer than REPORT_REAPPLY_SECONDS).
-    key = None if body.report is None else (st.hub.generation(p.name), hash(repr(body.report)))
+    key = None if body.report is None else (st.hub.generation(p.name), hash(REPORT_JSON.dump_json(body.report)))
     last = st.hub.reports.get(p.name)
     if key is not None and last is not None and last[0] == key and now - last[1] < REPORT_REAPPLY_SECONDS:
         pass
