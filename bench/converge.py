@@ -29,6 +29,7 @@ Nothing here asserts: it prints a table.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
 import signal
@@ -206,16 +207,29 @@ class Swarm:
 # ---- CPU accounting --------------------------------------------------------------------------
 
 def engine_pids() -> dict[str, int]:
-    """dockerd's and containerd's pids (the engine's own CPU: what every system competes with)."""
-    found: dict[str, int] = {}
+    """The pids of the dockerd that DOCKER_HOST names (a unix socket in its command line; the
+    default one otherwise) and of its containerd: the engine's own CPU, which every system
+    competes with."""
+    sock = os.environ.get("DOCKER_HOST", "").removeprefix("unix://")
+    procs: dict[int, tuple[str, int, str]] = {}  # pid -> (comm, parent pid, command line)
     for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 comm = (d / "comm").read_text().strip()
-            except OSError:
+                if comm in ("dockerd", "containerd"):
+                    ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    procs[int(d.name)] = (comm, ppid, (d / "cmdline").read_text().replace("\0", " "))
+            except (OSError, ValueError):
                 continue
-            if comm in ("dockerd", "containerd") and comm not in found:
-                found[comm] = int(d.name)
+    daemons = sorted(pid for pid, (comm, _, cmd) in procs.items() if comm == "dockerd"
+                     and ((sock and sock in cmd) or (not sock and " -H" not in cmd and "--host" not in cmd)))
+    found: dict[str, int] = {}
+    if daemons:
+        found["dockerd"] = daemons[0]
+        own = [pid for pid, (comm, ppid, _) in procs.items() if comm == "containerd" and ppid == daemons[0]]
+        others = sorted(pid for pid, (comm, _, _) in procs.items() if comm == "containerd")
+        if own or others:
+            found["containerd"] = (own or others)[0]
     return found
 
 
