@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import re
 import threading
+from contextlib import contextmanager
 from itertools import chain
+from typing import Iterator
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
@@ -67,6 +69,18 @@ def install(engine, factory: sessionmaker) -> None:  # type: ignore[no-untyped-d
     event.listen(factory, "before_flush", _before_flush)
     event.listen(factory, "after_flush", _after_flush)
     event.listen(factory, "after_soft_rollback", lambda s, _prev: _after_rollback(s))
+
+
+@contextmanager
+def naming(session: Session, services: set[str]) -> Iterator[None]:
+    """Around a Core statement that writes the rows of these services only (a bulk update the
+    ORM would flush row by row): count it against them, not against every service."""
+    session.info.setdefault("dy_services", set()).update(services)
+    _flushing.on = True
+    try:
+        yield
+    finally:
+        _flushing.on = False
 
 
 def take(session: Session) -> tuple[bool, bool, set[str]]:

@@ -40,7 +40,7 @@ def test_long_polls_are_answered_when_the_server_stops(tmp_path):
         for t in polling:
             t.join(timeout=20)
         assert results == [200, 200, 200]  # answered, not cut off when the graceful shutdown ran out
-        wait_for(lambda: not c.server.alive(), timeout=20, what="the server to exit")  # type: ignore[union-attr]
+        wait_for(lambda: not c.server.alive, timeout=20, what="the server to exit")  # type: ignore[union-attr]
         log = (tmp_path / "server.log").read_text()
         assert "Traceback" not in log and "CancelledError" not in log, log[-3000:]
     finally:
