@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator import policy, revisions, service_ops as ops
 from orchestrator.bounds import INT32_MAX
+from orchestrator.errors import NotFound
 from orchestrator.api.deps import State, YamlRoute, if_match, namespace, role, state
 from orchestrator.auth import Principal
 from orchestrator.models import Instance, Revision, Service
@@ -113,7 +114,18 @@ async def put_service(name: str, body: ServiceApply, response: Response, match: 
     if cause and body.change_cause is None:  # the body's field wins over the header
         body = body.model_copy(update={"change_cause": cause})
     name = key(ns, name)
-    cached = st.reads.get(name, time.time())
+    now = time.time()
+    cached = st.reads.get(name, now)
+    if cached is None and st.reads.max_age > 0:
+        # read (and cache) the service to compare: an unchanged apply is answered without the
+        # write path (its lock, its transaction), even when no GET warmed the cache before it
+        stamp = st.reads.stamp(name)
+        try:
+            cached = await run_in_threadpool(_one, st, name)
+        except NotFound:
+            cached = None  # a new service: the write path creates it
+        else:
+            st.reads.put(name, stamp, now, cached)
     if cached is not None and ops.is_noop(name, cached["version"], cached["replicas"], cached["stack"],
                                           cached["spec"], body, match):
         return _etag(response, cached)  # nothing to write, nothing for the loop to do

@@ -25,6 +25,15 @@ def make_app(gate: asyncio.Event | None = None, stream_gate: asyncio.Event | Non
     return app
 
 
+async def until(pred, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait (a few seconds at most) for the tasks under test to get where the test needs them."""
+    for _ in range(500):
+        if pred():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def client(app) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
 
@@ -32,10 +41,9 @@ def client(app) -> httpx.AsyncClient:  # type: ignore[no-untyped-def]
 def test_requests_past_the_limit_wait_then_get_503_overloaded():
     async def go() -> None:
         gate = asyncio.Event()
-        async with client(APIFirst(make_app(gate), limit=2, queue_timeout=0.2)) as c:
+        async with client(APIFirst(make_app(gate), limit=2, queue_timeout=1.0)) as c:
             slow = [asyncio.create_task(c.get("/slow")) for _ in range(2)]
-            await asyncio.sleep(0.05)
-            assert priority.api_in_flight() == 2
+            await until(lambda: priority.api_in_flight() == 2, "two requests in flight")
             r = await c.get("/v1/services/web")
             assert r.status_code == 503 and r.headers["retry-after"] == "1"
             assert r.json()["error"]["code"] == "overloaded"
@@ -43,10 +51,11 @@ def test_requests_past_the_limit_wait_then_get_503_overloaded():
             # agents' endpoints are not API work: never queued nor refused for it
             agent = asyncio.create_task(c.post("/v1/agent/sync"))
             await asyncio.sleep(0.05)
-            assert priority.api_in_flight() == 2
+            assert priority.api_in_flight() == 2 and not agent.done()  # waiting in the app, not counted
             # a queued request is admitted when a slot frees within its timeout
             queued = asyncio.create_task(c.get("/v1/services/web"))
             await asyncio.sleep(0.05)
+            assert not queued.done()  # waiting for a slot (its timeout is 1 s: released within it)
             gate.set()
             assert [t.status_code for t in await asyncio.gather(*slow, agent, queued)] == [200, 200, 200, 200]
         assert priority.api_in_flight() == 0
@@ -64,7 +73,7 @@ def test_a_stream_counts_only_until_its_headers_are_sent():
             sent.append(message)
 
         stream = asyncio.create_task(mw({"type": "http", "path": "/stream"}, None, send))
-        await asyncio.sleep(0.05)
+        await until(lambda: sent, "the stream's headers")
         assert [m["type"] for m in sent] == ["http.response.start"]  # streaming: headers out, body pending
         assert priority.api_in_flight() == 0 and not mw.slots().locked()  # it holds no slot
         other: list[dict] = []
