@@ -104,3 +104,51 @@ def test_writes_are_counted_against_the_services_they_touch(tmp_path):
     except RuntimeError:
         pass
     assert (dict(db.service_writes), db.unattributed) == marks  # nothing committed, nothing counted
+
+
+def test_entries_expire_at_spread_times_within_their_age():
+    db = Counter()
+    c = ReadCache(db, max_age=1.0, jitter=0.5)
+    for k in range(200):
+        c.put(f"s{k}", c.stamp(f"s{k}"), 100.0, k)
+    alive = [sum(c.get(f"s{k}", t) is not None for k in range(200)) for t in (100.0, 100.49, 100.75, 100.999, 101.0)]
+    assert alive[0] == alive[1] == 200  # nothing expires before half its age
+    assert 0 < alive[2] < 200 and alive[3] < alive[2]  # then they expire at different times
+    assert alive[4] == 0  # and none outlives the age
+
+
+def test_misses_at_once_share_one_read_unless_a_write_came_between():
+    import asyncio
+
+    db = Counter()
+    c = ReadCache(db, max_age=1.0)
+    reads = []
+
+    async def go() -> None:
+        gate = asyncio.Event()
+
+        async def read():  # type: ignore[no-untyped-def]
+            reads.append(1)
+            await gate.wait()
+            return {"v": len(reads)}
+
+        first = asyncio.create_task(c.load("web", 100.0, read))
+        await asyncio.sleep(0)
+        joined = asyncio.create_task(c.load("web", 100.0, read))
+        await asyncio.sleep(0)
+        db.service_writes["web"] += 1  # a write committed after those two began
+        own = asyncio.create_task(c.load("web", 100.0, read))  # e.g. its writer reading back
+        await asyncio.sleep(0)
+        gate.set()
+        a, b, mine = await asyncio.gather(first, joined, own)
+        assert a is b and len(reads) == 2  # the second miss waited for the first read
+        assert mine == {"v": 2}  # the one after the write read again
+
+        async def missing():  # type: ignore[no-untyped-def]
+            raise LookupError("no such service")
+
+        for outcome in await asyncio.gather(c.load("gone", 100.0, missing), c.load("gone", 100.0, missing),
+                                            return_exceptions=True):
+            assert isinstance(outcome, LookupError)  # a 404 is everyone's 404
+
+    asyncio.run(go())
