@@ -25,7 +25,7 @@ class State:
 
     def __init__(self, db, hub, loop, settings):  # type: ignore[no-untyped-def]
         self.db, self.hub, self.loop, self.settings = db, hub, loop, settings
-        self.reads = ReadCache(db, jitter=0.5)  # entries live 0.5-1 s: they do not all expire at once
+        self.reads = ReadCache(db)
 
 
 # Dependencies are `async def` unless they do blocking work: FastAPI runs a plain `def`

@@ -92,7 +92,13 @@ def list_services(stack: str | None = None, st: State = Depends(state), _: Princ
 
 async def _cached_one(st: State, name: str) -> dict:
     """_one, answered from the read cache (orchestrator/read_cache.py) when nothing was written since."""
-    return await st.reads.load(name, time.time(), lambda: run_in_threadpool(_one, st, name))
+    now = time.time()
+    out = st.reads.get(name, now)
+    if out is None:
+        stamp = st.reads.stamp(name)
+        out = await run_in_threadpool(_one, st, name)
+        st.reads.put(name, stamp, now, out)
+    return out
 
 
 @router.get("/{name}", response_model=ServiceOut)
@@ -108,14 +114,18 @@ async def put_service(name: str, body: ServiceApply, response: Response, match: 
     if cause and body.change_cause is None:  # the body's field wins over the header
         body = body.model_copy(update={"change_cause": cause})
     name = key(ns, name)
-    cached = st.reads.get(name, time.time())
+    now = time.time()
+    cached = st.reads.get(name, now)
     if cached is None and st.reads.max_age > 0:
         # read (and cache) the service to compare: an unchanged apply is answered without the
         # write path (its lock, its transaction), even when no GET warmed the cache before it
+        stamp = st.reads.stamp(name)
         try:
-            cached = await _cached_one(st, name)
+            cached = await run_in_threadpool(_one, st, name)
         except NotFound:
             cached = None  # a new service: the write path creates it
+        else:
+            st.reads.put(name, stamp, now, cached)
     if cached is not None and ops.is_noop(name, cached["version"], cached["replicas"], cached["stack"],
                                           cached["spec"], body, match):
         return _etag(response, cached)  # nothing to write, nothing for the loop to do
