@@ -57,6 +57,9 @@ def two_nodes_with(c: Cluster, service: str) -> tuple[str, str]:
 def test_a_killed_agent_is_down_after_the_grace_not_the_ttl(slow_ttl):
     c = slow_ttl
     a, b = two_nodes_with(c, "web")
+    # let the agent settle into its long poll: just after its replicas turned ready it may be
+    # between polls (reporting), the window where a kill falls back to the TTL (cluster.md)
+    time.sleep(3.0)
     c.kill_agent("a")  # SIGKILL: the kernel closes its sockets; the server sees the long poll drop
     wait_for(lambda: c.node_status(a) == "down", 20, what="node a down long before its 30 s TTL")
     # replaced on b, in the order the loop works: down, then replacements placed and running
