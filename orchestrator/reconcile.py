@@ -3,8 +3,13 @@
 A pass (run by APScheduler every `interval` seconds, or sooner when kicked) does, in one
 transaction: node liveness, per-service planning (replicas and rollouts), placement of
 pending instances, and clean-up of instances whose containers are gone. The decisions
-are made by the pure core (core/liveness.py, core/planner.py, core/drain.py,
+are made by the pure core (core/liveness.py, core/scope.py, core/planner.py, core/drain.py,
 core/scheduler.py); this module only loads, applies and notifies.
+
+A pass is incremental: it plans only the services whose rows or instances changed since they
+were last planned, those time alone moves, and a few more as a safety net (core/scope.py),
+within a budget of instances, and reads the rest of the cluster as SQL aggregates
+(pass_state.py). A pass over 50,000 instances took 4 s: a stall for the API and the agents.
 
 Only the leader runs passes (coord/leader.py). A pass loads the snapshot and decides with
 nothing written (no autoflush); its changes are flushed at commit, after the fence
@@ -18,23 +23,22 @@ import logging
 import secrets
 import threading
 import time
-from collections import defaultdict
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import Numeric, bindparam, cast, func, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 
-from orchestrator import db_writes, gcpause, metrics, priority
+from orchestrator import db_writes, gcpause, metrics, pass_state, priority
 from orchestrator.coord import base as signals
 from orchestrator.coord.lease import NotLeader
-from orchestrator.core import drain, liveness, planner, rebalance, scheduler
-from orchestrator.core.constraints import parse_constraint
+from orchestrator.core import drain, liveness, planner, rebalance, scheduler, scope
 from orchestrator.db import Database
 from orchestrator.events import record
 from orchestrator.hub import Hub
-from orchestrator.models import Event, Instance, Node, Revision, Service
+from orchestrator.models import Instance, Node, Service, Stack
+from orchestrator.pass_state import NodeRow, node_infos, request_for, revision_specs  # noqa: F401 (re-exported)
 from orchestrator.stacks import monitor as stack_monitor
 
 log = logging.getLogger("dockyard.loop")
@@ -50,14 +54,12 @@ PASS_GAP_FACTOR = 2.0
 # its new assignments once, not once per service.
 KICK_QUIET = 0.05
 KICK_MAX_DELAY = 1.0
-# A pass that would find nothing to do is skipped (see Reconciler.run_pass); a full one
-# still runs at least this often, as a level-triggered safety net.
-FULL_PASS_EVERY = 10.0
-# ... or, on a big cluster, this many times the last full pass's duration: the safety net
-# then costs about 1 % of a core (a pass over 10,000 instances takes 0.25-1 s, every
-# 25-100 s). A pass is also a stall for the API (one Python process, one GIL), so this
-# trades how soon a change the fingerprint missed would be caught (none is known) for it.
-FULL_PASS_SPACING = 100.0
+# A pass that would find nothing to do is skipped (see Reconciler.run_pass); one still runs
+# this often, and re-plans the services planned longest ago, as a level-triggered safety net.
+SWEEP_EVERY = 10.0
+# How many instances' worth of services a pass plans at most (core/scope.py): about 0.1-0.2 s
+# of a pass; what does not fit is planned by the passes that follow at once.
+PASS_BUDGET = 2000
 
 
 # The instance columns a pass reads or writes; the others (host ports: JSON to decode for
@@ -126,11 +128,22 @@ class Reconciler:
         self._first_kick: float | None = None  # first kick since the last pass started
         self._last_start = 0.0
         self._last_duration = 0.0
-        # skip bookkeeping: what the last full pass saw, and whether time alone can change it
+        # skip bookkeeping: what the last pass saw, and whether time alone can change it
         self._fingerprint: tuple | None = None
         self._waiting = True
         self._last_full = 0.0
         self.skipped = 0
+        self._pass_no = 0
+        self._book: tuple = (None, {}, {}, {}, False)
+        # incremental bookkeeping (core/scope.py): each service's fingerprint when last planned,
+        # the pass that planned it, each node's key; dirty services left over; the last sweep
+        self._seen: dict[str, tuple] = {}
+        self._planned_at: dict[str, int] = {}
+        self._node_seen: dict[str, tuple] = {}
+        self._deferred = False
+        self._last_sweep = 0.0
+        self._sweep = False
+        self.budget = PASS_BUDGET
         # when a node's liveness next changes unless it is heard from (core/liveness.py
         # next_deadline): the pass that ends schedules the next one for then, if sooner
         self._wake: float | None = None
@@ -159,6 +172,7 @@ class Reconciler:
         """Took the lease: forget what an earlier term of this server saw, and look at once."""
         with self._flags:
             self._fingerprint, self._waiting, self._last_full = None, True, 0.0
+            self._seen, self._planned_at, self._node_seen, self._last_sweep = {}, {}, {}, 0.0
         self.unschedulable = {}
         self.hub.watched = None
         self._kick_local()
@@ -242,22 +256,31 @@ class Reconciler:
         start = time.perf_counter()
         try:
             # Skip the pass when neither the database nor the heartbeats changed since the
-            # last full one (a kick is only a hint: a no-op apply kicks too), unless that one
-            # left something waiting on time and an interval has passed. At 10,000 instances
-            # a full pass costs a few hundred ms, the check a few.
-            since = time.time() - self._last_full
-            every = max(FULL_PASS_EVERY, FULL_PASS_SPACING * self._last_duration)
-            due = since >= every or (self._waiting and since >= self.interval * 0.9)
+            # last one (a kick is only a hint: a no-op apply kicks too), unless that one left
+            # something waiting on time and an interval has passed, or left services for the
+            # next (over its budget), or the safety net's sweep is due. The check is a few
+            # aggregate queries.
+            now = time.time()
+            since = now - self._last_full
+            self._sweep = now - self._last_sweep >= SWEEP_EVERY
+            due = self._sweep or self._deferred or (self._waiting and since >= self.interval * 0.9)
             if not due and not self.db.run(self._changed):
                 self.last_pass_at = time.time()
                 self.skipped += 1
                 return
-            self._last_full = time.time()
+            self._last_full = now
             with gcpause.paused():  # see gcpause.py
                 touched = self.db.run(self._full_pass)
+            # committed: what it planned counts as seen (reconcile)
+            self._fingerprint, self._seen, self._planned_at, self._node_seen, self._deferred = self._book
             self._last_duration = time.time() - self._last_full
+            if self._sweep:
+                self._last_sweep = now
             if touched:
                 self._waiting = True  # look again next interval: did what we asked for happen?
+            if self._deferred:
+                with self._flags:
+                    self._dirty = True  # the services over budget: the next pass comes at once
         except NotLeader as exc:
             metrics.FENCED.inc()
             self._waiting = True
@@ -289,34 +312,21 @@ class Reconciler:
                 self.elector.lease.fence(s, epoch)  # the first write: nothing lands without the lease
             return touched
 
-    def _state(self, s: Session) -> tuple[tuple, list[tuple]]:
-        """(fingerprint of the desired and observed state, (node, status, last heartbeat) rows).
-
-        Rows are ordered: PostgreSQL returns them in physical order, which every update (the
-        heartbeat writes, once a second) shuffles, and an unordered fingerprint then changed
-        every second and made the leader run a full pass every second."""
-        nodes = s.execute(select(Node.name, Node.status, Node.last_heartbeat, Node.availability,
-                                 Node.cpus, Node.memory, Node.labels, Node.suspect_since).order_by(Node.name)).all()
-        services = s.execute(select(Service.name, Service.version, Service.revision, Service.replicas,
-                                    Service.rollout_phase, Service.status_message).order_by(Service.name)).all()
-        # every change that matters to a pass sets updated_at (or adds / deletes a row); summed
-        # exactly (NUMERIC): a float sum depends on the order rows come in, which moves on PostgreSQL
-        instances = s.execute(select(func.count(Instance.id), func.sum(cast(Instance.updated_at, Numeric)),
-                                     func.sum(Instance.restart_count))).one()
-        event = s.execute(select(func.max(Event.id))).scalar()
-        fp = (hash(tuple((n[0], n[1], n[3], n[4], n[5], repr(n[6])) for n in nodes)),
-              hash(tuple(services)), tuple(instances), event)
-        return fp, [(n[0], n[1], n[2], n[7]) for n in nodes]
+    def _state(self, s: Session) -> tuple[tuple, list[NodeRow]]:
+        """(fingerprint of the desired and observed state, the nodes): pass_state.load."""
+        snap = pass_state.load(s)
+        return snap.fingerprint, snap.nodes
 
     def _changed(self, s: Session) -> bool:
-        """Would a full pass have anything to do? (state changed, or a node's liveness did)"""
+        """Would a pass have anything to do? (state changed, or a node's liveness did)"""
         fp, nodes = self._state(s)
         if fp != self._fingerprint:
             return True
-        now = time.time()
-        views = [liveness.NodeBeat(name, status, persisted, self.hub.heartbeats.get(name, 0.0), suspect or 0.0)
-                 for name, status, persisted, suspect in nodes]
-        return bool(self._decide(views, now))
+        return bool(self._decide(self._beats(nodes), time.time()))
+
+    def _beats(self, nodes: list[NodeRow]) -> list[liveness.NodeBeat]:
+        return [liveness.NodeBeat(n.name, n.status, n.last_heartbeat, self.hub.heartbeats.get(n.name, 0.0),
+                                  n.suspect_since or 0.0) for n in nodes]
 
     def _decide(self, views: list[liveness.NodeBeat], now: float) -> list[liveness.Transition]:
         """core/liveness.py's decision with this server's TTL, grace and start of term; notes when
@@ -336,21 +346,35 @@ class Reconciler:
 
     def reconcile(self, s: Session, now: float) -> set[str]:
         touched: set[str] = set()
-        # the state this pass starts from; a pass that changes nothing leaves it as it is
-        fingerprint = self._state(s)[0]
-        nodes = {n.name: n for n in s.scalars(select(Node))}
-        touched |= self._liveness(s, nodes, now)
-        instances = list(s.scalars(select(Instance).options(load_only(*PASS_COLUMNS))))
-        by_service: dict[str, list[Instance]] = defaultdict(list)
+        snap = pass_state.load(s)  # the state this pass starts from (see core/scope.py for the choice)
+        self._pass_no += 1
+        nodes = {n.name: n for n in snap.nodes}
+        services = {svc.name: svc for svc in s.scalars(select(Service))}
+        fresh = self._fingerprint is None  # first pass of this term: every service is new to it
+        moved_nodes = set() if fresh else {n.name for n in snap.nodes if self._node_seen.get(n.name) != n.key()}
+        hit, lost = self._liveness(s, nodes, now)
+        touched |= hit
+        drained = {n.name for n in nodes.values() if n.availability == "drained"}
+        rolling = {tuple(r) for r in s.execute(select(Stack.namespace, Stack.name).where(Stack.state == "rolling"))}
+        must = lost | {svc.name for svc in services.values() if (svc.namespace, svc.stack) in rolling}
+        watched = self._watched_before(s, snap, services, drained)
+        current = {name: snap.service_fingerprint(name) for name in services}
+        sizes = {name: max(snap.instances.get(name, (0,))[0], svc.replicas) for name, svc in services.items()}
+        pick = scope.choose(services, sizes, must=must, watched=watched, sweep=self._sweep,
+                            dirty=scope.changed(current, self._seen) | pass_state.services_on(s, moved_nodes),
+                            last_planned=self._planned_at, budget=self.budget)
+        plan = pick.plan
+        instances = list(s.scalars(select(Instance).options(load_only(*PASS_COLUMNS))
+                                   .where(Instance.service_name.in_(list(plan))))) if plan else []
+        by_service: dict[str, list[Instance]] = {}
         for i in instances:
             if i.desired_state == "running":
-                by_service[i.service_name].append(i)
-        services = {svc.name: svc for svc in s.scalars(select(Service))}
-        specs = revision_specs(s, services, instances)
-        drained = {n.name for n in nodes.values() if n.availability == "drained"}
+                by_service.setdefault(i.service_name, []).append(i)
         emptied: set[str] = set()  # drained nodes whose instances were stopped in this pass
         slices = priority.Slices()  # API requests go first (priority.py)
         for svc in services.values():
+            if svc.name not in plan:
+                continue
             slices.tick()
             live = by_service.get(svc.name, [])
             # instances on drained nodes, and those the rebalancer moves (automation.py), are
@@ -361,40 +385,62 @@ class Reconciler:
             touched |= self._plan_service(s, svc, staying, now, instances, moving)
             if moving:
                 touched |= self._drain(s, svc, staying, moving, now)
-                emptied |= {i.node_name for i in moving if i.desired_state == "stopped"}
-        for name in emptied - {i.node_name for i in instances if i.desired_state == "running"}:
-            record(s, "node_drain_complete", f"node {name} is drained: all its instances run elsewhere",
-                   node=name, now=now)
-        touched |= self._place(s, services, nodes, instances, specs, now)
-        self._collect(s, instances, nodes)
+                emptied |= {i.node_name for i in moving if i.desired_state == "stopped"}  # type: ignore[misc]
+        if emptied:
+            busy = {i.node_name for i in instances if i.desired_state == "running"}
+            for name in emptied - busy - pass_state.nodes_running(s, emptied, plan):
+                record(s, "node_drain_complete", f"node {name} is drained: all its instances run elsewhere",
+                       node=name, now=now)
+        touched |= self._place(s, services, nodes, instances, plan, now)
+        self._collect(s, instances, nodes, plan)
         touched |= stack_monitor.step(s, services, instances, now)  # rolling releases (stacks/monitor.py)
         metrics.NODES.clear()
         for n in nodes.values():
             metrics.NODES.labels(status=n.status, availability=n.availability).inc()
-        metrics.PENDING.set(sum(1 for i in instances if i.desired_state == "running" and i.node_name is None))
+        pending = [i.service_name for i in instances if i.desired_state == "running" and i.node_name is None]
+        metrics.PENDING.set(len(pending) + sum(snap.pending(name) for name in snap.instances if name not in plan))
         # Time alone can move a rollout (deadlines, readiness delays), a drain, or the retry of
         # unschedulable instances: while any is under way, passes are never skipped.
         # Services whose instances' states the planner is waiting on (a rollout, a drain): an
         # agent report about them kicks a pass at once; other state reports wait for the
         # next interval (api/agent.py), so 10,000 "running" reports make a few passes.
-        watched = {svc.name for svc in services.values() if svc.rollout_phase == "progressing"}
-        watched |= {i.service_name for i in instances
-                    if i.desired_state == "running" and (i.node_name is None or i.node_name in drained)}
-        self.hub.watched = frozenset(watched)
-        self._waiting = bool(watched) or bool(s.new or s.deleted or any(s.is_modified(o) for o in s.dirty))
-        self._fingerprint = fingerprint
+        after = {svc.name for svc in services.values() if svc.rollout_phase == "progressing"}
+        after |= set(pending) | {i.service_name for i in instances
+                                 if i.desired_state == "running" and i.node_name in drained}
+        after |= watched - plan  # not planned: as they were
+        self.hub.watched = frozenset(after)
+        self._waiting = bool(after) or bool(s.new or s.deleted or any(s.is_modified(o) for o in s.dirty))
+        # kept once the pass commits (_pass): a pass that is rolled back planned nothing
+        seen = {name: fp for name, fp in self._seen.items() if name in services}
+        seen.update((name, current[name]) for name in plan)
+        planned_at = {name: k for name, k in self._planned_at.items() if name in services}
+        planned_at.update((name, self._pass_no) for name in plan)
+        self._book = (snap.fingerprint, seen, planned_at, {n.name: n.key() for n in nodes.values()},
+                      bool(pick.deferred))
         return touched
 
-    def _liveness(self, s: Session, nodes: dict[str, Node], now: float) -> set[str]:
-        touched = set()
-        views = [liveness.NodeBeat(n.name, n.status, n.last_heartbeat, self.hub.heartbeats.get(n.name, 0.0),
-                                   n.suspect_since or 0.0) for n in nodes.values()]
+    def _watched_before(self, s: Session, snap: pass_state.Snapshot, services: dict[str, Service],
+                        drained: set[str]) -> set[str]:
+        """Services time alone moves (core/scope.py's class 1), from the rows as the pass found them."""
+        watched = {svc.name for svc in services.values()
+                   if svc.rollout_phase == "progressing" or snap.pending(svc.name)
+                   or (svc.automation and rebalance.moving_ids(svc.automation))}
+        return watched | pass_state.services_on(s, drained)
+
+    def _liveness(self, s: Session, nodes: dict[str, NodeRow], now: float) -> tuple[set[str], set[str]]:
+        """Nodes going down or coming back: (nodes touched, services that lost instances)."""
+        touched, hit = set(), set()
+        views = self._beats(list(nodes.values()))
         dropped = {v.name: v.suspect for v in views}
         for t in self._decide(views, now):
-            n = nodes[t.node]
-            n.status, n.last_heartbeat = t.status, t.seen
+            row, n = nodes[t.node], s.get(Node, t.node)
+            if n is None:  # removed meanwhile
+                continue
+            n.status = row.status = t.status
+            n.last_heartbeat = row.last_heartbeat = t.seen
             if t.status == "ready" and n.suspect_since is not None:
-                n.suspect_since = None  # beating since (kept while down: a beat must be newer to bring it back)
+                # beating since (kept while down: a beat must be newer to bring it back)
+                n.suspect_since = row.suspect_since = None
             touched.add(n.name)
             if t.status == "down":
                 lost = s.scalars(
@@ -403,6 +449,7 @@ class Reconciler:
                 for i in lost:
                     # fenced: the node's agent will remove it when it comes back
                     i.state, i.desired_state, i.updated_at = "lost", "stopped", now
+                    hit.add(i.service_name)
                 from orchestrator.dockerapi import store as dockerapi_store  # (it imports service_ops, which imports us)
 
                 dockerapi_store.node_lost(s, lost, now)  # `docker run --restart no`: not rescheduled
@@ -414,7 +461,7 @@ class Reconciler:
                 # beating again: normally the sync that ended the silence did this; this catches a
                 # sync that raced the pass marking it down, or one another server heard
                 record(s, "node_ready", f"node {n.name} is back", node=n.name, now=now)
-        return touched
+        return touched, hit
 
     def _plan_service(self, s: Session, svc: Service, live: list[Instance], now: float, all_: list[Instance],
                       moving: list[Instance]) -> set[str]:
@@ -474,17 +521,22 @@ class Reconciler:
             svc.rollout_phase, svc.rollout_reason = "paused", f"paused: {reason}"
             record(s, "rollout_paused", svc.rollout_reason, service=svc.name, now=now)
 
-    def _place(self, s: Session, services: dict[str, Service], nodes: dict[str, Node],
-               instances: list[Instance], specs: dict[tuple[str, int], dict], now: float) -> set[str]:
+    def _place(self, s: Session, services: dict[str, Service], nodes: dict[str, NodeRow],
+               instances: list[Instance], plan: frozenset[str], now: float) -> set[str]:
+        """Place the pending instances of the planned services. What the nodes already hold comes
+        from the loaded instances for those, and from an aggregate query for all others."""
         pending = [i for i in instances if i.desired_state == "running" and i.node_name is None
                    and i.service_name in services]
         if not pending:
-            self.unschedulable.clear()
-            for svc in services.values():
-                svc.status_message = ""
+            for name in plan:
+                self.unschedulable.pop(name, None)
+                services[name].status_message = ""
             return set()
         t0 = time.perf_counter()
-        infos = node_infos(nodes.values(), instances, specs)
+        held: list[pass_state.Usage] = [(i.node_name, i.service_name, i.revision, i.desired_state, 1)
+                                        for i in instances if i.node_name is not None and i.state != "lost"]
+        held += pass_state.usage(s, plan)
+        infos = node_infos(nodes.values(), held, revision_specs(s, services, {(h[1], h[2]) for h in held}))
         reqs = [request_for(i, services[i.service_name]) for i in sorted(pending, key=lambda i: (i.service_name, i.slot))]
         decisions = scheduler.place(reqs, infos)
         metrics.PLACEMENT_SECONDS.observe(time.perf_counter() - t0)
@@ -502,9 +554,12 @@ class Reconciler:
         for name, reason in reasons.items():
             if self.unschedulable.get(name) != reason:
                 record(s, "unschedulable", f"cannot place instance(s): {reason}", service=name, now=now)
-        self.unschedulable = reasons
-        for svc in services.values():
-            svc.status_message = reasons.get(svc.name, "")
+        for name in plan:
+            if name in reasons:
+                self.unschedulable[name] = reasons[name]
+            else:
+                self.unschedulable.pop(name, None)
+            services[name].status_message = reasons.get(name, "")
         return touched
 
     def _assign(self, s: Session, placed: list[tuple[Instance, str]], now: float) -> None:
@@ -529,60 +584,11 @@ class Reconciler:
             for attr, value in (("node_name", node), ("state", "assigned"), ("last_error", ""), ("updated_at", now)):
                 set_committed_value(i, attr, value)
 
-    def _collect(self, s: Session, instances: list[Instance], nodes: dict[str, Node]) -> None:
-        """Forget stopped instances that have no node to run on (never placed, or node removed)."""
+    def _collect(self, s: Session, instances: list[Instance], nodes: dict[str, NodeRow], plan: frozenset[str]) -> None:
+        """Forget stopped instances that have no node to run on (never placed, or node removed):
+        the loaded ones as this pass left them, the others as the database has them."""
         for i in instances:
             if i.desired_state == "stopped" and (i.node_name is None or i.node_name not in nodes):
                 s.delete(i)
-
-
-def revision_specs(s: Session, services: dict[str, Service], instances: list[Instance]) -> dict[tuple[str, int], dict]:
-    """The spec of every (service, revision) an instance runs: current ones from the service row."""
-    specs = {(svc.name, svc.revision): svc.spec for svc in services.values()}
-    missing = {(i.service_name, i.revision) for i in instances} - specs.keys()
-    if missing:
-        names = {name for name, _ in missing}
-        for r in s.scalars(select(Revision).where(Revision.service_name.in_(names))):
-            specs.setdefault((r.service_name, r.number), r.spec)
-    return specs
-
-
-def node_infos(nodes, instances: list[Instance], specs: dict[tuple[str, int], dict]) -> list[scheduler.NodeInfo]:
-    used_cpu: dict[str, float] = defaultdict(float)
-    used_mem: dict[str, int] = defaultdict(int)
-    ports: dict[str, set] = defaultdict(set)
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for i in instances:
-        # an instance being stopped still holds its resources until its container is gone
-        if i.node_name is None or i.state == "lost":
-            continue
-        spec = specs.get((i.service_name, i.revision), {})
-        res = spec.get("resources") or {}
-        used_cpu[i.node_name] += res.get("cpus") or 0.0
-        used_mem[i.node_name] += res.get("memory") or 0
-        for p in spec.get("ports", []):
-            if p.get("host_port"):
-                ports[i.node_name].add((p["host_port"], p.get("protocol", "tcp")))
-        if i.desired_state == "running":
-            counts[i.node_name][i.service_name] += 1
-    return [
-        scheduler.NodeInfo(
-            name=n.name, labels=n.labels or {}, cpus=n.cpus, memory=n.memory, ready=n.status == "ready",
-            availability=n.availability, used_cpus=used_cpu[n.name], used_memory=used_mem[n.name],
-            used_ports=frozenset(ports[n.name]), service_counts=dict(counts[n.name]),
-            total_instances=sum(counts[n.name].values()),
-        )
-        for n in nodes
-    ]
-
-
-def request_for(i: Instance, svc: Service) -> scheduler.Request:
-    spec = svc.spec
-    res = spec.get("resources") or {}
-    pl = spec.get("placement") or {}
-    return scheduler.Request(
-        key=i.id, service=svc.name, cpus=res.get("cpus") or 0.0, memory=res.get("memory") or 0,
-        host_ports=tuple((p["host_port"], p.get("protocol", "tcp")) for p in spec.get("ports", []) if p.get("host_port")),
-        constraints=tuple(parse_constraint(c) for c in pl.get("constraints", [])),
-        strategy=pl.get("strategy", "spread"), max_per_node=pl.get("max_per_node"),
-    )
+        for i in pass_state.orphans(s, plan):
+            s.delete(i)

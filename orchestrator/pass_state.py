@@ -1,0 +1,167 @@
+"""What a reconcile pass reads besides the instances it plans: plain rows and aggregates.
+
+The incremental pass (reconcile.py, core/scope.py) loads as ORM objects only the instances of
+the services it plans; everything it needs about the others comes from here as SQL aggregates
+(counted by the database, not by Python): a fingerprint per service and per node, what each node
+already runs (for placement), orphans to forget. Nothing here writes.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Numeric, case, cast, func, select
+from sqlalchemy.orm import Session
+
+from orchestrator.core import scheduler
+from orchestrator.core.constraints import parse_constraint
+from orchestrator.models import Event, Instance, Node, Revision, Service
+
+# (node, service, revision, desired_state, how many): what a node holds, for placement
+Usage = tuple[str, str, int, str, int]
+
+
+@dataclass
+class NodeRow:
+    """A node as the pass sees it (a plain copy: the pass updates status on a transition)."""
+    name: str
+    status: str
+    last_heartbeat: float
+    availability: str
+    cpus: float
+    memory: int
+    labels: dict
+    suspect_since: float | None
+
+    def key(self) -> tuple:
+        """What placement and draining depend on (not heartbeats: they move every second)."""
+        return (self.status, self.availability, self.cpus, self.memory, repr(self.labels))
+
+
+@dataclass
+class Snapshot:
+    nodes: list[NodeRow]
+    services: dict[str, tuple]  # name -> its row's fields a pass depends on
+    instances: dict[str, tuple]  # service name -> (count, sum of updated_at, sum of restarts, pending)
+    event: int | None  # the newest event id
+    fingerprint: tuple = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fingerprint = (hash(tuple((n.name, *n.key()) for n in self.nodes)), hash(tuple(self.services.items())),
+                            hash(tuple(self.instances.items())), self.event)
+
+    def service_fingerprint(self, name: str) -> tuple:
+        return (self.services.get(name), self.instances.get(name))
+
+    def pending(self, name: str) -> int:
+        row = self.instances.get(name)
+        return int(row[3] or 0) if row else 0
+
+
+def load(s: Session) -> Snapshot:
+    """Rows are ordered: PostgreSQL returns them in physical order, which every update (the
+    heartbeat writes, once a second) shuffles, and an unordered fingerprint then changed every
+    second and made the leader plan every second."""
+    nodes = [NodeRow(*r) for r in s.execute(
+        select(Node.name, Node.status, Node.last_heartbeat, Node.availability, Node.cpus, Node.memory, Node.labels,
+               Node.suspect_since).order_by(Node.name))]
+    services = {r[0]: tuple(r[1:-1]) + (repr(r[-1]),) for r in s.execute(
+        select(Service.name, Service.version, Service.revision, Service.replicas, Service.rollout_phase,
+               Service.status_message, Service.automation).order_by(Service.name))}
+    # every change that matters to a pass sets updated_at (or adds / deletes a row); summed
+    # exactly (NUMERIC): a float sum depends on the order rows come in, which moves on PostgreSQL
+    pending = case((Instance.node_name.is_(None) & (Instance.desired_state == "running"), 1), else_=0)
+    instances = {r[0]: tuple(r[1:]) for r in s.execute(
+        select(Instance.service_name, func.count(Instance.id), func.sum(cast(Instance.updated_at, Numeric)),
+               func.sum(Instance.restart_count), func.sum(pending))
+        .group_by(Instance.service_name).order_by(Instance.service_name))}
+    return Snapshot(nodes, services, instances, s.execute(select(func.max(Event.id))).scalar())
+
+
+def services_on(s: Session, nodes: Iterable[str]) -> set[str]:
+    """Services with a running instance on any of these nodes."""
+    names = list(nodes)
+    if not names:
+        return set()
+    return set(s.scalars(select(Instance.service_name).distinct().where(
+        Instance.node_name.in_(names), Instance.desired_state == "running")))
+
+
+def nodes_running(s: Session, nodes: Iterable[str], excluding: Iterable[str]) -> set[str]:
+    """Which of these nodes run an instance of a service not in `excluding` (the pass has those)."""
+    names = list(nodes)
+    if not names:
+        return set()
+    return set(s.scalars(select(Instance.node_name).distinct().where(
+        Instance.node_name.in_(names), Instance.desired_state == "running",
+        Instance.service_name.not_in(list(excluding)))))
+
+
+def usage(s: Session, excluding: Iterable[str]) -> list[Usage]:
+    """What every node holds, for the services not in `excluding` (the pass counts those itself).
+    An instance being stopped still holds its resources until its container is gone; a lost one
+    does not."""
+    return [tuple(r) for r in s.execute(  # type: ignore[misc]
+        select(Instance.node_name, Instance.service_name, Instance.revision, Instance.desired_state,
+               func.count(Instance.id))
+        .where(Instance.node_name.is_not(None), Instance.state != "lost",
+               Instance.service_name.not_in(list(excluding)))
+        .group_by(Instance.node_name, Instance.service_name, Instance.revision, Instance.desired_state))]
+
+
+def orphans(s: Session, excluding: Iterable[str]) -> list[Instance]:
+    """Stopped instances with no node to run on (never placed, or node removed), of services not
+    in `excluding`."""
+    return list(s.scalars(select(Instance).where(
+        Instance.desired_state == "stopped", Instance.service_name.not_in(list(excluding)),
+        Instance.node_name.is_(None) | Instance.node_name.not_in(select(Node.name)))))
+
+
+def revision_specs(s: Session, services: dict[str, Service], pairs: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict]:
+    """The spec of every (service, revision) given: current ones from the service row."""
+    specs = {(svc.name, svc.revision): svc.spec for svc in services.values()}
+    missing = set(pairs) - specs.keys()
+    if missing:
+        names = {name for name, _ in missing}
+        for r in s.scalars(select(Revision).where(Revision.service_name.in_(names))):
+            specs.setdefault((r.service_name, r.number), r.spec)
+    return specs
+
+
+def node_infos(nodes: Iterable[NodeRow], held: Iterable[Usage], specs: dict[tuple[str, int], dict]) -> list[scheduler.NodeInfo]:
+    used_cpu: dict[str, float] = defaultdict(float)
+    used_mem: dict[str, int] = defaultdict(int)
+    ports: dict[str, set] = defaultdict(set)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for node, service, revision, desired, n in held:
+        spec = specs.get((service, revision), {})
+        res = spec.get("resources") or {}
+        used_cpu[node] += (res.get("cpus") or 0.0) * n
+        used_mem[node] += (res.get("memory") or 0) * n
+        for p in spec.get("ports", []):
+            if p.get("host_port"):
+                ports[node].add((p["host_port"], p.get("protocol", "tcp")))
+        if desired == "running":
+            counts[node][service] += n
+    return [
+        scheduler.NodeInfo(
+            name=n.name, labels=n.labels or {}, cpus=n.cpus, memory=n.memory, ready=n.status == "ready",
+            availability=n.availability, used_cpus=used_cpu[n.name], used_memory=used_mem[n.name],
+            used_ports=frozenset(ports[n.name]), service_counts=dict(counts[n.name]),
+            total_instances=sum(counts[n.name].values()),
+        )
+        for n in nodes
+    ]
+
+
+def request_for(i: Instance, svc: Service) -> scheduler.Request:
+    spec = svc.spec
+    res = spec.get("resources") or {}
+    pl = spec.get("placement") or {}
+    return scheduler.Request(
+        key=i.id, service=svc.name, cpus=res.get("cpus") or 0.0, memory=res.get("memory") or 0,
+        host_ports=tuple((p["host_port"], p.get("protocol", "tcp")) for p in spec.get("ports", []) if p.get("host_port")),
+        constraints=tuple(parse_constraint(c) for c in pl.get("constraints", [])),
+        strategy=pl.get("strategy", "spread"), max_per_node=pl.get("max_per_node"),
+    )
