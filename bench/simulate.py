@@ -253,13 +253,19 @@ def spec(replicas: int) -> dict:
             "resources": {"cpus": 0.01, "memory": "16Mi"}}
 
 
-async def api_load(urls: list[str], names: list[str], rate: float, seconds: float, replicas: int) -> dict[str, list[float]]:
+async def api_load(urls: list[str], names: list[str], rate: float, seconds: float, replicas: int,
+                   trace: str | None = None, pools: list | None = None) -> dict[str, list[float]]:
     """Open loop: request i leaves at start + i / rate whatever the earlier ones are doing;
-    the requests go round-robin over the servers, a GET and a PUT to each in turn."""
+    the requests go round-robin over the servers, a GET and a PUT to each in turn. With `trace`,
+    each request's (seconds since start, method, latency) goes to that file, to see when a tail
+    happens."""
+    traced: list[tuple[float, str, float]] = []
     lat: dict[str, list[float]] = {"GET": [], "PUT": []}
     refused = {"GET": 0, "PUT": 0}  # 503 overloaded: the server's admission control (priority.py)
     errors = 0
-    pools: list[tuple[str, str, list[Conn]]] = [(*u.rsplit("/", 1)[1].split(":"), []) for u in urls]  # type: ignore[misc]
+    keep = pools is not None  # the caller's connections: left open for its next load
+    if pools is None:
+        pools = [(*u.rsplit("/", 1)[1].split(":"), []) for u in urls]  # type: ignore[misc]
 
     async def one(i: int) -> None:
         nonlocal errors
@@ -277,6 +283,7 @@ async def api_load(urls: list[str], names: list[str], rate: float, seconds: floa
             if status >= 400:
                 raise HTTPError(str(status))
             lat[method].append(time.perf_counter() - t0)
+            traced.append((t0 - start, method, lat[method][-1]))
         except HTTPError:
             errors += 1
         idle.append(c)
@@ -290,7 +297,10 @@ async def api_load(urls: list[str], names: list[str], rate: float, seconds: floa
             await asyncio.sleep(delay)
         tasks.append(asyncio.get_running_loop().create_task(one(i)))
     await asyncio.wait_for(asyncio.gather(*tasks), 120)
-    for _, _, idle in pools:
+    if trace:
+        with open(trace, "w") as f:
+            f.writelines(f"{at:.4f} {m} {took * 1000:.1f}\n" for at, m, took in sorted(traced))
+    for _, _, idle in pools if not keep else []:
         for c in idle:
             c.close()
     if errors:
@@ -484,9 +494,17 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     rows.append((f"server RSS, {args.agents} nodes, {total} instances", rss(), ""))
 
     # -- API
+    pools = [(*u.rsplit("/", 1)[1].split(":"), []) for u in urls]  # kept from the warm-up to the measured load
+    if args.api_warmup > 0:  # not measured: the first second's cold reads and new connections
+        cold = await api_load(urls, names, args.api_rate, args.api_warmup, args.replicas, pools=pools)
+        rows.append((f"API warm-up, {args.api_warmup:g} s at {args.api_rate:g} req/s (not in the figures below), p50 / p99",
+                     f"{ms(percentile(cold['GET'] + cold['PUT'], 50))} / {ms(percentile(cold['GET'] + cold['PUT'], 99))}", ""))
     cpu0, w0, before = cpu_seconds_all(), time.monotonic(), await stalls(api, urls)
     spread0 = await per_server(api, urls, pids)
-    lat = await api_load(urls, names, args.api_rate, args.api_seconds, args.replicas)
+    lat = await api_load(urls, names, args.api_rate, args.api_seconds, args.replicas, args.api_trace, pools=pools)
+    for _, _, idle in pools:
+        for c in idle:
+            c.close()
     cpu = (cpu_seconds_all() - cpu0) / (time.monotonic() - w0)
     after = await stalls(api, urls)
     for m in ("GET", "PUT"):
@@ -528,6 +546,9 @@ def main() -> int:
                     help="competing CPU load: N processes spinning a busy loop for the whole run "
                          "(1 on this 2-core machine: a busy loop on the other core)")
     ap.add_argument("--api-seconds", type=float, default=10.0)
+    ap.add_argument("--api-warmup", type=float, default=2.0, metavar="SECONDS",
+                    help="run the API load this long first, unmeasured (cold read cache, new connections)")
+    ap.add_argument("--api-trace", metavar="FILE", help="write each API request's start, method and latency (ms) to FILE")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--server-arg", action="append", default=[], help="extra `dockyard server` flag (repeatable)")
     ap.add_argument("--postgres-url", help="a PostgreSQL server (e.g. $DOCKYARD_TEST_POSTGRES): the servers use a "

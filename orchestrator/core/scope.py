@@ -15,7 +15,9 @@ urgency, within a budget of instances, least recently planned first within each 
    so every service is re-planned now and then even if a change escaped its fingerprint.
 
 Classes 1-3 fill the budget (at least one service is always taken); what does not fit stays
-dirty and the next pass takes it first, since it is then the least recently planned.
+dirty and the next pass takes it first, since it is then the least recently planned. The sweep
+has a smaller budget of its own: it runs every few seconds on a quiet cluster, where every
+pass is a short stall for the API.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ def changed(current: Mapping[str, Hashable], seen: Mapping[str, Hashable]) -> se
 
 def choose(services: Iterable[str], sizes: Mapping[str, int], *, must: Iterable[str] = (),
            watched: Iterable[str] = (), dirty: Iterable[str] = (), sweep: bool = False,
-           last_planned: Mapping[str, int] | None = None, budget: int = 5000) -> Scope:
+           last_planned: Mapping[str, int] | None = None, budget: int = 5000,
+           sweep_budget: int | None = None) -> Scope:
     """The services to plan now (see the module doc). `sizes` is instances per service (missing: 0);
     `last_planned` the pass number each was last planned in (missing: never, so first)."""
     names = set(services)
@@ -53,6 +56,8 @@ def choose(services: Iterable[str], sizes: Mapping[str, int], *, must: Iterable[
     deferred: set[str] = set()
     full = False  # once one service does not fit, none after it is taken (no starving a big one)
     for k, group in enumerate(classes):
+        if k == 2 and sweep_budget is not None:
+            budget = min(budget, used + sweep_budget)
         for name in sorted(group, key=lambda n: (last.get(n, -1), n)):
             size = sizes.get(name, 0)
             full = full or bool(taken) and used + size > budget

@@ -69,7 +69,7 @@ def situations(draw):
         sizes={n: draw(st.integers(0, 500)) for n in names},
         must=draw(sub), watched=draw(sub), dirty=draw(sub), sweep=draw(st.booleans()),
         last_planned={n: draw(st.integers(0, 20)) for n in draw(sub)},
-        budget=draw(st.integers(0, 2000)),
+        budget=draw(st.integers(0, 2000)), sweep_budget=draw(st.none() | st.integers(0, 1000)),
     )
 
 
@@ -91,3 +91,10 @@ def test_the_choice_keeps_its_promises(sit):
         assert size <= max(sit["budget"], sum(sit["sizes"].get(n, 0) for n in must)) or len(out.plan) == 1
     if (must or wanted) and not out.plan:
         raise AssertionError("something wanted, nothing planned")
+
+
+def test_the_sweep_has_a_budget_of_its_own():
+    sizes = {n: 100 for n in NAMES}
+    out = choose(NAMES, sizes, dirty=["s0"], sweep=True, budget=1000, sweep_budget=250)
+    assert "s0" in out.plan and len(out.plan) == 3  # s0 changed, then the sweep's 250: two more
+    assert len(choose(NAMES, sizes, sweep=True, budget=1000, sweep_budget=50).plan) == 1  # at least one
