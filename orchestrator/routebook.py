@@ -26,10 +26,25 @@ DEBOUNCE = 0.02  # a burst of signals (a pass that stops ten instances) makes on
 SAFETY_NET = 5.0
 
 
-def load(s) -> tuple[list[dict[str, Any]], dict[str, str | None]]:  # type: ignore[no-untyped-def]
-    """Read what the table depends on, and decide it: (routes, each namespace's parent)."""
+def load(s, specs: dict[str, tuple[tuple, dict]] | None = None) -> tuple[list[dict[str, Any]], dict[str, str | None]]:  # type: ignore[no-untyped-def]
+    """Read what the table depends on, and decide it: (routes, each namespace's parent).
+
+    `specs` keeps each service's spec with the version and update time it was read at, across
+    calls: a spec is read (and its JSON decoded) again only when those moved (the time too: a
+    service deleted and made again starts again at version 1). The table is
+    recomputed on every assignment change, and decoding 500 specs each time was a tenth of a
+    5,000-node server's CPU while it placed 50,000 instances."""
     spaces = {r.name: r.parent for r in s.execute(select(Namespace.name, Namespace.parent))}
-    services = {r.name: r.spec for r in s.execute(select(Service.name, Service.spec)) if (r.spec or {}).get("expose")}
+    specs = {} if specs is None else specs
+    versions = {name: (v, at) for name, v, at in s.execute(select(Service.name, Service.version, Service.updated_at))}
+    for gone in specs.keys() - versions.keys():
+        del specs[gone]
+    stale = sorted(name for name, v in versions.items() if specs.get(name, (None,))[0] != v)
+    for chunk in _chunks(stale):
+        for r in s.execute(select(Service.name, Service.version, Service.updated_at, Service.spec)
+                           .where(Service.name.in_(chunk))):
+            specs[r.name] = ((r.version, r.updated_at), r.spec or {})
+    services = {name: spec for name, (_v, spec) in specs.items() if spec.get("expose")}
     if not services:
         return [], spaces
     rows = []
@@ -54,6 +69,8 @@ class RouteBook:
         self.db, self.coord, self.on_change = db, coord, on_change
         self._current: tuple[str, list[dict[str, Any]], dict[str, str | None]] = (core.digest([]), [], {})
         self._dirty = threading.Event()
+        self._specs: dict[str, tuple[tuple, dict]] = {}  # load's cache (derived: keyed by each service's version)
+        self._refreshing = threading.Lock()  # refresh runs on its thread and at start: one at a time
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dockyard-routes", daemon=True)
         coord.on(signals.ROUTES, lambda _v: self._dirty.set())
@@ -91,7 +108,8 @@ class RouteBook:
     def refresh(self) -> bool:
         """Recompute now; True when the table changed (its waiters were woken)."""
         try:
-            table, spaces = self.db.run(load, attempts=2)
+            with self._refreshing:
+                table, spaces = self.db.run(lambda s: load(s, self._specs), attempts=2)
         except Exception as exc:  # the database is away: keep serving the last table
             log.warning("could not read the routing table: %s", exc)
             return False
