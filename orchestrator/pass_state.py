@@ -7,11 +7,12 @@ already runs (for placement), orphans to forget. Nothing here writes.
 """
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Numeric, case, cast, func, select
+from sqlalchemy import Numeric, String, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from orchestrator.core import scheduler
@@ -22,21 +23,30 @@ from orchestrator.models import Event, Instance, Node, Revision, Service
 Usage = tuple[str, str, int, str, int]
 
 
-@dataclass
+@dataclass(slots=True)
 class NodeRow:
-    """A node as the pass sees it (a plain copy: the pass updates status on a transition)."""
+    """A node as the pass sees it (a plain copy: the pass updates status on a transition).
+    Labels stay JSON text until placement needs them: decoding 5,000 nodes' labels on every
+    pass was a tenth of a pass at that size."""
     name: str
     status: str
     last_heartbeat: float
     availability: str
     cpus: float
     memory: int
-    labels: dict
+    labels_json: str | None
     suspect_since: float | None
+    _labels: dict | None = None
+
+    @property
+    def labels(self) -> dict:
+        if self._labels is None:
+            self._labels = json.loads(self.labels_json) if self.labels_json else {}
+        return self._labels
 
     def key(self) -> tuple:
         """What placement and draining depend on (not heartbeats: they move every second)."""
-        return (self.status, self.availability, self.cpus, self.memory, repr(self.labels))
+        return (self.status, self.availability, self.cpus, self.memory, self.labels_json)
 
 
 @dataclass
@@ -64,8 +74,8 @@ def load(s: Session) -> Snapshot:
     heartbeat writes, once a second) shuffles, and an unordered fingerprint then changed every
     second and made the leader plan every second."""
     nodes = [NodeRow(*r) for r in s.execute(
-        select(Node.name, Node.status, Node.last_heartbeat, Node.availability, Node.cpus, Node.memory, Node.labels,
-               Node.suspect_since).order_by(Node.name))]
+        select(Node.name, Node.status, Node.last_heartbeat, Node.availability, Node.cpus, Node.memory,
+               cast(Node.labels, String), Node.suspect_since).order_by(Node.name))]
     services = {r[0]: tuple(r[1:-1]) + (repr(r[-1]),) for r in s.execute(
         select(Service.name, Service.version, Service.revision, Service.replicas, Service.rollout_phase,
                Service.status_message, Service.automation).order_by(Service.name))}

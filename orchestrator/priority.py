@@ -22,12 +22,18 @@ between servers.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import time
 from typing import Any
 
 from orchestrator import metrics
 from orchestrator.errors import error_body
+
+# Set while a client's API request runs (APIFirst): its write transactions go to the head of the
+# writers' queue (db.py's FairLock). Context variables follow a request into the worker thread
+# that runs its database work (anyio's to_thread copies the context).
+API_WRITER: contextvars.ContextVar[bool] = contextvars.ContextVar("dy_api_writer", default=False)
 
 API_LIMIT = 64  # API requests worked on at once: enough to keep the threads busy, few enough to answer fast
 QUEUE_TIMEOUT = 2.0  # seconds an API request may wait for its turn before 503
@@ -122,7 +128,9 @@ class APIFirst:
                 release()
             await send(message)
 
+        writer = API_WRITER.set(True)  # its database writes queue first (db.py)
         try:
             await self.app(scope, receive, started)
         finally:
+            API_WRITER.reset(writer)
             release()

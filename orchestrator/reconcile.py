@@ -23,6 +23,7 @@ import logging
 import secrets
 import threading
 import time
+from collections import Counter
 from datetime import datetime, timezone
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -398,8 +399,8 @@ class Reconciler:
         self._collect(s, instances, nodes, plan)
         touched |= stack_monitor.step(s, services, instances, now)  # rolling releases (stacks/monitor.py)
         metrics.NODES.clear()
-        for n in nodes.values():
-            metrics.NODES.labels(status=n.status, availability=n.availability).inc()
+        for (status, availability), count in Counter((n.status, n.availability) for n in nodes.values()).items():
+            metrics.NODES.labels(status=status, availability=availability).set(count)
         pending = [i.service_name for i in instances if i.desired_state == "running" and i.node_name is None]
         metrics.PENDING.set(len(pending) + sum(snap.pending(name) for name in snap.instances if name not in plan))
         # Time alone can move a rollout (deadlines, readiness delays), a drain, or the retry of
