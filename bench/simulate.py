@@ -140,6 +140,7 @@ class FakeAgent:
         self.acked: set[str] = set()
         self.last_report = 0.0
         self.reporting = False
+        self.again = False
 
     async def join(self) -> None:
         body = {"join_token": JOIN, "node_name": self.name, "cpus": 16.0, "memory": 64 * GiB,
@@ -203,16 +204,20 @@ class FakeAgent:
 
     async def report(self) -> None:
         if self.reporting:
+            self.again = True  # as the real agent: a change seen during a report is reported after it
             return
         self.reporting = True
         try:
-            items = sorted(self.running.values(), key=lambda i: i["instance_id"])
-            out = await self._sync(0, items)
-            if out is not None:
-                self.last_report = time.monotonic()
-                self._acked({i["instance_id"] for i in items})
-                if self._take(out):
-                    asyncio.get_running_loop().create_task(self.report())
+            while True:
+                self.again = False
+                items = sorted(self.running.values(), key=lambda i: i["instance_id"])
+                out = await self._sync(0, items)
+                if out is not None:
+                    self.last_report = time.monotonic()
+                    self._acked({i["instance_id"] for i in items})
+                    self.again |= self._take(out)
+                if not self.again or self.stop.is_set():
+                    break
         finally:
             self.reporting = False
 
@@ -450,11 +455,17 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
                         raise
             r.raise_for_status()
 
+    async def progress() -> None:  # --progress: where the time of a placement goes
+        while args.progress:
+            print(f"  t={time.monotonic() - t0:6.2f} assigned {stats.assigned} acked {stats.acked}", flush=True)
+            await asyncio.sleep(1)
+    prog = asyncio.get_running_loop().create_task(progress())
     await asyncio.gather(*(put(n) for n in names))
     t_put = time.monotonic() - t0
     t_assigned = await wait_until(stats, lambda: stats.assigned >= total, args.timeout)
     t_acked = await wait_until(stats, lambda: stats.acked >= total, args.timeout)
     t_all = time.monotonic() - t0
+    prog.cancel()
     rows.append((f"PUT {services} services x {args.replicas} replicas", f"{t_put:.2f} s", ""))
     rows.append((f"{total} instances placed and assigned to {args.agents} nodes",
                  "timeout" if t_assigned is None else f"{t_put + t_assigned:.2f} s", "target <= 5 s (10,000 on 1,000)"))
@@ -550,6 +561,7 @@ def main() -> int:
                     help="run the API load this long first, unmeasured (cold read cache, new connections)")
     ap.add_argument("--api-trace", metavar="FILE", help="write each API request's start, method and latency (ms) to FILE")
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--progress", action="store_true", help="print placed/acknowledged counts every second while placing")
     ap.add_argument("--server-arg", action="append", default=[], help="extra `dockyard server` flag (repeatable)")
     ap.add_argument("--postgres-url", help="a PostgreSQL server (e.g. $DOCKYARD_TEST_POSTGRES): the servers use a "
                                            "fresh database on it, dropped afterwards (default: SQLite)")

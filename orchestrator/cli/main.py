@@ -16,6 +16,10 @@ from typer.core import TyperGroup
 
 from orchestrator.config import Settings
 
+# the server's HTTP listener (see `server`): seconds an idle kept-alive connection stays open,
+# and the accept queue (the kernel caps it at net.core.somaxconn)
+KEEP_ALIVE = 120
+ACCEPT_BACKLOG = 8192
 
 class _Commands(TyperGroup):
     """The root command group, adding the client commands (get, apply, stack, exec, ...) the first
@@ -160,8 +164,14 @@ def _serve(settings: Settings, on_ready=None) -> None:  # type: ignore[no-untype
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1)
     app = create_app(settings)
+    # Agents keep two connections open (long poll, reports). uvicorn's defaults (keep-alive 5 s,
+    # accept backlog 2,048) closed a report connection idle between two of a large cluster's
+    # stretched heartbeats, and the 5,000 agents woken together after a rollout then reconnected
+    # at once: the accept queue overflowed, and the kernel's SYN retries (1, 3, 7, 15 ... s) made
+    # reports wait past a minute. Connections now stay up for several heartbeats.
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
                             log_level="warning", access_log=False, timeout_graceful_shutdown=3,
+                            timeout_keep_alive=KEEP_ALIVE, backlog=ACCEPT_BACKLOG,
                             ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key)
 
     class Server(uvicorn.Server):

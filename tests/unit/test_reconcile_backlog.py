@@ -1,0 +1,89 @@
+"""A backlog over the pass budget is placed over several passes, and the nodes those passes
+assign work to are woken together when it is done (or HOLD_MAX after the first), not once per
+pass. A real Reconciler on a SQLite database; passes driven by hand."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from orchestrator import reconcile
+from orchestrator.db import Database, migrate
+from orchestrator.hub import Hub
+from orchestrator.models import Instance, Node, Service
+from orchestrator.reconcile import Reconciler
+
+NODES = [f"n{k}" for k in range(6)]
+
+
+@pytest.fixture
+def loop(tmp_path):  # type: ignore[no-untyped-def]
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    migrate(url)
+    db = Database(url)
+    hub = Hub()
+    now = time.time()
+
+    def seed(s):  # type: ignore[no-untyped-def]
+        for name in NODES:
+            s.add(Node(name=name, address="127.0.0.1", status="ready", availability="active", cpus=8.0,
+                       memory=16 * 1024**3, labels={}, last_heartbeat=now))
+        for k in range(5):
+            s.add(Service(name=f"svc{k}", namespace="default", replicas=4, version=1,
+                          spec={"image": "busybox:1", "command": ["sleep", "60"], "replicas": 4},
+                          created_at=now, updated_at=now))
+
+    db.run(seed)
+    for name in NODES:
+        hub.heartbeats[name] = now
+    r = Reconciler(db, hub)
+    r.budget = 8  # two services a pass: five services take three passes
+    bumps: list[set[str]] = []
+    hub.bump = lambda nodes: bumps.append(set(nodes))  # type: ignore[method-assign]
+    return r, db, bumps
+
+
+def placed(db: Database) -> int:
+    return db.run(lambda s: s.query(Instance).filter(Instance.node_name.is_not(None)).count())
+
+
+def test_the_nodes_of_a_backlog_are_woken_once_when_it_is_placed(loop):  # type: ignore[no-untyped-def]
+    r, db, bumps = loop
+    counts = []
+    for _ in range(3):
+        r._pass()
+        counts.append(placed(db))
+    assert counts == [8, 16, 20]  # the budget spread the work over three passes
+    assert not bumps  # still held: the services placed first are planned again (their rows moved)
+    for _ in range(5):
+        if bumps:
+            break
+        r._pass()
+    assert bumps == [set(NODES)]  # woken once, at the end: every node has work
+    r._pass()
+    assert len(bumps) == 1  # nothing more to wake
+
+
+def test_a_long_backlog_wakes_its_nodes_after_hold_max(loop, monkeypatch):  # type: ignore[no-untyped-def]
+    r, db, bumps = loop
+    monkeypatch.setattr(reconcile, "HOLD_MAX", 0.0)  # every pass is past the hold
+    for _ in range(3):
+        r._pass()
+    assert placed(db) == 20 and len(bumps) == 3 and all(bumps)
+
+
+def test_passes_come_closer_together_while_a_backlog_lasts(loop):  # type: ignore[no-untyped-def]
+    r, _db, _bumps = loop
+    r._last_start, r._last_duration = 100.0, 1.0
+    r._deferred = True
+    assert r._next_allowed() == 100.0 + reconcile.BACKLOG_GAP_FACTOR
+    r._deferred = False
+    assert r._next_allowed() == 100.0 + reconcile.PASS_GAP_FACTOR
+
+
+def test_held_nodes_are_woken_when_the_server_stops_leading(loop):  # type: ignore[no-untyped-def]
+    r, _db, bumps = loop
+    r._pass()
+    assert not bumps and r._held
+    r.deposed(1)
+    assert len(bumps) == 1 and bumps[0] and not r._held  # the next leader's passes may not touch them
