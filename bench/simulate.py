@@ -334,6 +334,8 @@ async def stalls(api: httpx.AsyncClient, urls: list[str]) -> dict[str, float]:
             out["passes"] += float(line.split()[-1])
         elif line.startswith("dockyard_reconcile_pass_seconds_sum"):
             out["pass_seconds"] += float(line.split()[-1])
+        elif line.startswith("dockyard_agent_syncs_total"):
+            out["syncs"] += float(line.split()[-1])
     out["gc_long"] = out["gc"] - out["gc_short"]
     return out
 
@@ -440,6 +442,7 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     api = httpx.AsyncClient(base_url=cluster.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=120)
     put_sem = asyncio.Semaphore(8)
     cpu0 = cpu_seconds_all()
+    work0 = await stalls(api, urls)
     t0 = time.monotonic()
 
     async def put(name: str) -> None:
@@ -472,6 +475,10 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
     rows.append(("... and their running reports acknowledged",
                  "timeout" if t_acked is None else f"{t_all:.2f} s", ""))
     rows.append(("server CPU during placement", f"{cpu_seconds_all() - cpu0:.1f} s", ""))
+    work = await stalls(api, urls)
+    rows.append(("... its work: agent syncs answered (long polls and reports); reconcile passes",
+                 f"{work['syncs'] - work0['syncs']:.0f}; {work['passes'] - work0['passes']:.0f} "
+                 f"({work['pass_seconds'] - work0['pass_seconds']:.1f} s)", ""))
     print(f"  placement done: assigned {stats.assigned}/{total}, acked {stats.acked}/{total} (load {loadavg()})",
           flush=True)
 

@@ -59,6 +59,11 @@ BACKLOG_GAP_FACTOR = 0.5
 # read of its assignments and its agent's report then come once for a whole rollout of 50,000
 # instances instead of once per pass (25 at 5,000 nodes: 135 s of a server's CPU for 50,000).
 HOLD_MAX = 3.0
+# A node is woken at most once per this share of the heartbeat interval (hub.py stretches it past
+# 200 nodes so that agents' syncs stay ~200/s): a woken node costs what a sync does, and while
+# 500 services are applied one by one each node of a 5,000-node cluster was woken ~10 times in
+# a minute. Under 200 nodes: 0.2 s; at 5,000: 5 s. Later changes wait, then go together.
+WAKE_SPACING = 0.2
 # A kick waits until kicks have been quiet this long (but never more than KICK_MAX_DELAY):
 # a script applying 100 services gets them placed in one or two passes, so every node gets
 # its new assignments once, not once per service.
@@ -164,6 +169,8 @@ class Reconciler:
         # lost with the process: their agents then hear of the changes on their next poll
         self._held: set[str] = set()
         self._held_since = 0.0
+        self._usage = pass_state.UsageCache()  # what the services a pass does not plan hold
+        self._woken: dict[str, float] = {}  # node -> when its long polls were last woken (WAKE_SPACING)
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -191,6 +198,7 @@ class Reconciler:
         with self._flags:
             self._fingerprint, self._waiting, self._last_full = None, True, 0.0
             self._seen, self._planned_at, self._node_seen, self._last_sweep = {}, {}, {}, 0.0
+            self._usage.clear()
         self.unschedulable = {}
         self.hub.watched = None
         self._kick_local()
@@ -287,6 +295,7 @@ class Reconciler:
             if not due and not self.db.run(self._changed):
                 self.last_pass_at = time.time()
                 self.skipped += 1
+                self._wake_nodes(set(), time.time())  # nodes held back by WAKE_SPACING
                 return
             self._last_full = now
             with gcpause.paused():  # see gcpause.py
@@ -320,13 +329,25 @@ class Reconciler:
         self._wake_nodes(touched, time.time())
 
     def _wake_nodes(self, touched: set[str], now: float) -> None:
-        """Wake the long polls of nodes whose assignments changed; while a backlog is worked
-        off, up to HOLD_MAX later, together (see HOLD_MAX)."""
+        """Wake the long polls of nodes whose assignments changed: while a backlog is worked
+        off, up to HOLD_MAX later, together; a node woken less than WAKE_SPACING ago, when that
+        has passed (a pass is scheduled for then)."""
         if touched and not self._held:
             self._held_since = now
         self._held |= touched
-        if not self._deferred or now - self._held_since >= HOLD_MAX:
-            self._wake_held()
+        if not self._held or (self._deferred and now - self._held_since < HOLD_MAX):
+            return
+        spacing = WAKE_SPACING * self.hub.heartbeat_interval()
+        self._woken = {n: t for n, t in self._woken.items() if now - t < spacing}
+        due = self._held - self._woken.keys()
+        if due:
+            self._held -= due
+            self._woken.update(dict.fromkeys(due, now))
+            self.hub.bump(due)
+        if self._held:
+            self._held_since = now
+            release = min(self._woken[n] for n in self._held) + spacing
+            self._wake = release if self._wake is None else min(self._wake, release)
 
     def _wake_held(self) -> None:
         held, self._held = self._held, set()
@@ -388,6 +409,11 @@ class Reconciler:
         moved_nodes = set() if fresh else {n.name for n in snap.nodes if self._node_seen.get(n.name) != n.key()}
         hit, lost = self._liveness(s, nodes, now)
         touched |= hit
+        if fresh:
+            # a new term: the last leader may have died between a commit and its wake-up, or
+            # holding a backlog's (HOLD_MAX), and a follower's long polls would then time out
+            # unchanged: every node's agent is told once to read its assignments again
+            touched |= set(nodes)
         drained = {n.name for n in nodes.values() if n.availability == "drained"}
         rolling = {tuple(r) for r in s.execute(select(Stack.namespace, Stack.name).where(Stack.state == "rolling"))}
         must = lost | {svc.name for svc in services.values() if (svc.namespace, svc.stack) in rolling}
@@ -425,7 +451,9 @@ class Reconciler:
             for name in emptied - busy - pass_state.nodes_running(s, emptied, plan):
                 record(s, "node_drain_complete", f"node {name} is drained: all its instances run elsewhere",
                        node=name, now=now)
-        touched |= self._place(s, services, nodes, instances, plan, now)
+        if self._sweep:
+            self._usage.clear()  # read again in full now and then (see UsageCache)
+        touched |= self._place(s, services, nodes, instances, plan, now, snap)
         self._collect(s, instances, nodes, plan)
         touched |= stack_monitor.step(s, services, instances, now)  # rolling releases (stacks/monitor.py)
         metrics.NODES.clear()
@@ -556,7 +584,8 @@ class Reconciler:
             record(s, "rollout_paused", svc.rollout_reason, service=svc.name, now=now)
 
     def _place(self, s: Session, services: dict[str, Service], nodes: dict[str, NodeRow],
-               instances: list[Instance], plan: frozenset[str], now: float) -> set[str]:
+               instances: list[Instance], plan: frozenset[str], now: float,
+               snap: pass_state.Snapshot) -> set[str]:
         """Place the pending instances of the planned services. What the nodes already hold comes
         from the loaded instances for those, and from an aggregate query for all others."""
         pending = [i for i in instances if i.desired_state == "running" and i.node_name is None
@@ -569,7 +598,7 @@ class Reconciler:
         t0 = time.perf_counter()
         held: list[pass_state.Usage] = [(i.node_name, i.service_name, i.revision, i.desired_state, 1)
                                         for i in instances if i.node_name is not None and i.state != "lost"]
-        held += pass_state.usage(s, plan)
+        held += self._usage.rows(s, snap, plan)
         infos = node_infos(nodes.values(), held, revision_specs(s, services, {(h[1], h[2]) for h in held}))
         reqs = [request_for(i, services[i.service_name]) for i in sorted(pending, key=lambda i: (i.service_name, i.slot))]
         decisions = scheduler.place(reqs, infos)

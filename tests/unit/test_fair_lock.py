@@ -1,4 +1,5 @@
-"""The SQLite writers' lock (orchestrator/db.py FairLock): arrival order, API writers first."""
+"""The SQLite writers' lock (orchestrator/db.py FairLock): arrival order, API writers first, but
+never more than a few in a row while another writer waits."""
 from __future__ import annotations
 
 import asyncio
@@ -41,6 +42,12 @@ def test_writers_get_the_lock_in_arrival_order():
 def test_api_writers_go_before_the_queue_in_their_own_arrival_order():
     assert _contend([("report", False), ("put", True), ("batch", False), ("put2", True)]) == \
         ["put", "put2", "report", "batch"]
+
+
+def test_other_writers_are_not_starved_by_a_stream_of_api_writers():
+    puts = [(f"put{k}", True) for k in range(7)]
+    order = _contend([("pass", False), *puts, ("report", False)])
+    assert order == ["put0", "put1", "put2", "put3", "pass", "put4", "put5", "put6", "report"]
 
 
 def test_a_wait_that_times_out_leaves_the_queue():

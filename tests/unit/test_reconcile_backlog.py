@@ -1,6 +1,6 @@
 """A backlog over the pass budget is placed over several passes, and the nodes those passes
 assign work to are woken together when it is done (or HOLD_MAX after the first), not once per
-pass. A real Reconciler on a SQLite database; passes driven by hand."""
+pass; and a node is woken at most once per WAKE_SPACING x the heartbeat interval. A real Reconciler on a SQLite database; passes driven by hand."""
 from __future__ import annotations
 
 import time
@@ -67,6 +67,7 @@ def test_the_nodes_of_a_backlog_are_woken_once_when_it_is_placed(loop):  # type:
 def test_a_long_backlog_wakes_its_nodes_after_hold_max(loop, monkeypatch):  # type: ignore[no-untyped-def]
     r, db, bumps = loop
     monkeypatch.setattr(reconcile, "HOLD_MAX", 0.0)  # every pass is past the hold
+    monkeypatch.setattr(reconcile, "WAKE_SPACING", 0.0)
     for _ in range(3):
         r._pass()
     assert placed(db) == 20 and len(bumps) == 3 and all(bumps)
@@ -87,3 +88,63 @@ def test_held_nodes_are_woken_when_the_server_stops_leading(loop):  # type: igno
     assert not bumps and r._held
     r.deposed(1)
     assert len(bumps) == 1 and bumps[0] and not r._held  # the next leader's passes may not touch them
+
+
+def test_a_new_term_wakes_every_node_once(loop, monkeypatch):  # type: ignore[no-untyped-def]
+    r, db, bumps = loop
+    monkeypatch.setattr(reconcile, "WAKE_SPACING", 0.0)
+    for _ in range(8):
+        r._pass()
+    assert placed(db) == 20 and bumps
+    # the next leader (here: a new Reconciler on the same database): the last one may have died
+    # holding wake-ups, so its first pass wakes every node, whatever it changes
+    nxt = Reconciler(db, r.hub)
+    nxt._pass()
+    assert bumps[-1] == set(NODES)
+    count = len(bumps)
+    nxt._pass()
+    assert len(bumps) == count
+
+
+def test_a_node_woken_recently_is_woken_again_when_the_spacing_has_passed(loop, monkeypatch):  # type: ignore[no-untyped-def]
+    r, db, bumps = loop
+    monkeypatch.setattr(reconcile, "WAKE_SPACING", 0.3)  # x the 1 s heartbeat interval
+    r.budget = 100  # no backlog: each pass wakes what it changed
+    r._pass()
+    assert bumps == [set(NODES)]
+    db.run(lambda s: s.query(Service).filter(Service.name == "svc0").update({"replicas": 6}))
+    r._pass()  # places two more at once, on nodes woken a moment ago
+    assert placed(db) == 22 and len(bumps) == 1 and r._held
+    assert r._wake is not None and r._wake <= time.time() + 0.3  # a pass comes when they may go
+    time.sleep(0.35)
+    r._pass()  # nothing else to do: skipped, but it wakes them
+    assert len(bumps) == 2 and bumps[1] and bumps[1] <= set(NODES) and not r._held
+
+
+def test_the_usage_cache_answers_as_the_full_read_and_rereads_only_what_moved(loop):  # type: ignore[no-untyped-def]
+    from orchestrator import pass_state
+
+    r, db, _bumps = loop
+    for _ in range(8):
+        r._pass()
+    cache = pass_state.UsageCache()
+
+    def both(excluding):  # type: ignore[no-untyped-def]
+        return db.run(lambda s: (sorted(cache.rows(s, pass_state.load(s), excluding)),
+                                 sorted(pass_state.usage(s, excluding))))
+
+    got, want = both({"svc0"})
+    assert got == want and len(want) >= 16 and cache.reads == 4
+    assert both({"svc0"})[0] == want and cache.reads == 4  # nothing moved: nothing read
+    # an instance of svc1 moves to another node (updated_at moves with it), svc2 loses one
+    def move(s):  # type: ignore[no-untyped-def]
+        i = s.query(Instance).filter(Instance.service_name == "svc1").first()
+        i.node_name = next(n for n in NODES if n != i.node_name)
+        i.updated_at = time.time() + 1
+        s.delete(s.query(Instance).filter(Instance.service_name == "svc2").first())
+
+    db.run(move)
+    got, want = both({"svc0"})
+    assert got == want and cache.reads == 6  # svc1 and svc2 read again
+    got, want = both(set())
+    assert got == want and cache.reads == 7  # svc0 now wanted too
