@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Numeric, String, case, cast, func, select
 from sqlalchemy.orm import Session
 
+from orchestrator import assignments
 from orchestrator.core import scheduler
 from orchestrator.core.constraints import parse_constraint
 from orchestrator.models import Event, Instance, Node, Revision, Service
@@ -154,18 +155,13 @@ class UsageCache:
         stale = sorted(n for n in names if n not in self._rows or self._rows[n][0] != snap.instances[n])
         if stale:
             fresh: dict[str, list[Usage]] = defaultdict(list)
-            for chunk in _chunks(stale):
+            for chunk in assignments.chunks(stale):
                 for row in usage(s, only=chunk):
                     fresh[row[1]].append(row)
             for n in stale:
                 self._rows[n] = (snap.instances[n], fresh.get(n, []))
             self.reads += len(stale)
         return [row for n in names for row in self._rows[n][1]]
-
-
-def _chunks(names: list[str], size: int = 500) -> Iterable[list[str]]:
-    for k in range(0, len(names), size):
-        yield names[k:k + size]
 
 
 def orphans(s: Session, excluding: Iterable[str]) -> list[Instance]:

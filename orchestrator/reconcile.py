@@ -165,8 +165,9 @@ class Reconciler:
         # when a node's liveness next changes unless it is heard from (core/liveness.py
         # next_deadline): the pass that ends schedules the next one for then, if sooner
         self._wake: float | None = None
-        # nodes with committed changes not yet woken (HOLD_MAX), since when; leader-only, and
-        # lost with the process: their agents then hear of the changes on their next poll
+        # nodes with committed changes not yet woken (HOLD_MAX, WAKE_SPACING), since when;
+        # leader-only: woken when this server steps down or stops, and if it dies with them, the
+        # next leader's first pass wakes every node (reconcile)
         self._held: set[str] = set()
         self._held_since = 0.0
         self._usage = pass_state.UsageCache()  # what the services a pass does not plan hold
