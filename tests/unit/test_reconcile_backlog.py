@@ -67,6 +67,7 @@ def test_the_nodes_of_a_backlog_are_woken_once_when_it_is_placed(loop):  # type:
 def test_a_long_backlog_wakes_its_nodes_after_hold_max(loop, monkeypatch):  # type: ignore[no-untyped-def]
     r, db, bumps = loop
     monkeypatch.setattr(reconcile, "HOLD_MAX", 0.0)  # every pass is past the hold
+    monkeypatch.setattr(reconcile, "HOLD_HEARTBEATS", 0.0)
     monkeypatch.setattr(reconcile, "WAKE_SPACING", 0.0)
     for _ in range(3):
         r._pass()
@@ -148,3 +149,76 @@ def test_the_usage_cache_answers_as_the_full_read_and_rereads_only_what_moved(lo
     assert got == want and cache.reads == 6  # svc1 and svc2 read again
     got, want = both(set())
     assert got == want and cache.reads == 7  # svc0 now wanted too
+
+
+def _kicked_during_passes(r, monkeypatch, api: bool) -> None:  # type: ignore[no-untyped-def]
+    """Every pass of `r` sees a kick arrive while it runs, from a client's API request or not."""
+    from orchestrator import priority
+
+    real = r.reconcile
+
+    def during(s, now):  # type: ignore[no-untyped-def]
+        token = priority.API_WRITER.set(api)
+        try:
+            r.kick()
+        finally:
+            priority.API_WRITER.reset(token)
+        return real(s, now)
+
+    monkeypatch.setattr(r, "reconcile", during)
+
+
+def test_a_burst_of_api_writes_holds_wake_ups_until_it_ends(loop, monkeypatch):  # type: ignore[no-untyped-def]
+    r, db, bumps = loop
+    r.budget = 100  # no backlog: without the burst, the pass would wake its nodes at once
+    _kicked_during_passes(r, monkeypatch, api=True)
+    r._pass()
+    assert placed(db) == 20 and not bumps and r._held  # another write came meanwhile: held
+    assert r._wake is not None and r._wake <= time.time() + max(reconcile.HOLD_MAX, 1.0)  # a pass comes then
+    monkeypatch.undo()  # the writes stop: the next pass (nothing left to do) wakes them, once
+    r._pass()
+    assert bumps == [set(NODES)] and not r._held
+
+
+def test_kicks_from_agents_do_not_hold_wake_ups(loop, monkeypatch):  # type: ignore[no-untyped-def]
+    r, db, bumps = loop
+    r.budget = 100
+    _kicked_during_passes(r, monkeypatch, api=False)  # agents' reports kick too: no burst
+    r._pass()
+    assert placed(db) == 20 and bumps == [set(NODES)]
+
+
+def test_a_burst_is_held_at_most_a_heartbeat_interval(loop, monkeypatch):  # type: ignore[no-untyped-def]
+    r, db, bumps = loop
+    r.budget = 100
+    monkeypatch.setattr(reconcile, "HOLD_MAX", 0.0)
+    monkeypatch.setattr(reconcile, "HOLD_HEARTBEATS", 0.0)  # x the heartbeat interval: no hold
+    _kicked_during_passes(r, monkeypatch, api=True)
+    r._pass()
+    assert placed(db) == 20 and bumps == [set(NODES)]
+
+
+def test_a_follower_forwards_that_a_kick_came_from_the_api(tmp_path):  # type: ignore[no-untyped-def]
+    from types import SimpleNamespace
+
+    from orchestrator import priority
+    from orchestrator.coord import base as signals
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    migrate(url)
+    hub = Hub()
+    sent: list[tuple[str, list[str]]] = []
+    hub.coord.publish = lambda kind, values=(): sent.append((kind, list(values)))  # type: ignore[method-assign]
+    r = Reconciler(Database(url), hub, elector=SimpleNamespace(is_leader=False))
+    token = priority.API_WRITER.set(True)
+    try:
+        r.kick()
+    finally:
+        priority.API_WRITER.reset(token)
+    r._forwarded = 0.0
+    r.kick()  # an agent's report
+    assert sent == [(signals.KICK, ["api"]), (signals.KICK, [])]
+    # and the leader takes the forwarded kick as from the API
+    leader = Reconciler(Database(url), Hub())
+    leader.hub.coord.publish(signals.KICK, ["api"])
+    assert leader._api_kick > 0
