@@ -341,6 +341,8 @@ async def stalls(api: httpx.AsyncClient, urls: list[str]) -> dict[str, float]:
             out["pass_seconds"] += float(line.split()[-1])
         elif line.startswith("dockyard_agent_syncs_total"):
             out["syncs"] += float(line.split()[-1])
+        elif line.startswith("dockyard_pending_instances "):
+            out["pending"] = max(out["pending"], float(line.split()[-1]))  # the leader's figure
     out["gc_long"] = out["gc"] - out["gc_short"]
     return out
 
@@ -465,7 +467,11 @@ async def run(args: argparse.Namespace, cluster: Cluster) -> list[tuple[str, str
 
     async def progress() -> None:  # --progress: where the time of a placement goes
         while args.progress:
-            print(f"  t={time.monotonic() - t0:6.2f} assigned {stats.assigned} acked {stats.acked}", flush=True)
+            m = await stalls(api, urls)
+            print(f"  t={time.monotonic() - t0:6.2f} assigned {stats.assigned} acked {stats.acked}; pending "
+                  f"{m['pending']:.0f}, passes {m['passes'] - work0['passes']:.0f} "
+                  f"({m['pass_seconds'] - work0['pass_seconds']:.1f} s), syncs {m['syncs'] - work0['syncs']:.0f}",
+                  flush=True)
             await asyncio.sleep(1)
     prog = asyncio.get_running_loop().create_task(progress())
     await asyncio.gather(*(put(n) for n in names))
