@@ -59,12 +59,13 @@ BACKLOG_GAP_FACTOR = 0.5
 # read of its assignments and its agent's report then come once for a whole rollout of 50,000
 # instances instead of once per pass (25 at 5,000 nodes: 135 s of a server's CPU for 50,000).
 HOLD_MAX = 3.0
-# The same while API writes keep coming (a script applying 500 services one by one: an API write
-# arrived while the last pass ran), for up to a heartbeat interval if that is longer (25 s at
-# 5,000 nodes), as long as an agent that only polled would wait: each service's pass woke its 100
-# nodes, each of 5,000 nodes was woken ~8 times in such a run, and those ~40,000 syncs and reports
-# took the event loop the PUTs were queued on (placement 117 s, the server at one core).
-# A single write, or writes slower than the passes, are woken at once as before.
+# On a large cluster (past 200 nodes, where hub.py stretches the heartbeat interval), the same
+# while API writes keep coming (a script applying 500 services one by one: an API write arrived
+# while the last pass ran), and both for up to a heartbeat interval, as long as an agent that
+# only polled would wait (25 s at 5,000 nodes): each service's pass woke its 100 nodes, each of
+# 5,000 nodes was woken ~8 times in such a run, and those ~40,000 syncs and reports took the
+# event loop the PUTs were queued on (placement 117 s, the server at one core). A single write,
+# writes slower than the passes, and any write on a small cluster are woken at once.
 HOLD_HEARTBEATS = 1.0
 # A node is woken at most once per this share of the heartbeat interval (hub.py stretches it past
 # 200 nodes so that agents' syncs stay ~200/s): a woken node costs what a sync does, and while
@@ -346,7 +347,8 @@ class Reconciler:
 
     def _wake_nodes(self, touched: set[str], now: float) -> None:
         """Wake the long polls of nodes whose assignments changed: while a backlog is worked
-        off or API writes keep coming, up to HOLD_MAX (or a heartbeat interval) later, together;
+        off, up to HOLD_MAX later, together, and on a large cluster while a backlog or a burst of
+        API writes lasts, up to a heartbeat interval later;
         a node woken less than WAKE_SPACING ago, when that has passed (a pass is scheduled for
         then)."""
         if touched and not self._held:
@@ -355,7 +357,11 @@ class Reconciler:
         if not self._held:
             return
         if self._deferred or self._burst:
-            until = self._held_since + max(HOLD_MAX, HOLD_HEARTBEATS * self.hub.heartbeat_interval())
+            limit = HOLD_MAX if self._deferred else 0.0
+            beat = self.hub.heartbeat_interval()
+            if beat > self.hub.base_heartbeat:  # a large cluster: wake-ups are what costs
+                limit = max(limit, HOLD_HEARTBEATS * beat)
+            until = self._held_since + limit
             if now < until:
                 # a pass comes then at the latest (a burst's last write kicks one sooner)
                 self._wake = until if self._wake is None else min(self._wake, until)

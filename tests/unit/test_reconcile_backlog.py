@@ -168,20 +168,35 @@ def _kicked_during_passes(r, monkeypatch, api: bool) -> None:  # type: ignore[no
     monkeypatch.setattr(r, "reconcile", during)
 
 
+def _large(r) -> None:  # type: ignore[no-untyped-def]
+    """As on a cluster past 200 nodes: hub.py stretches the heartbeat interval (here to 2 s)."""
+    r.hub.heartbeat_interval = lambda: 2.0
+
+
 def test_a_burst_of_api_writes_holds_wake_ups_until_it_ends(loop, monkeypatch):  # type: ignore[no-untyped-def]
     r, db, bumps = loop
+    _large(r)
     r.budget = 100  # no backlog: without the burst, the pass would wake its nodes at once
     _kicked_during_passes(r, monkeypatch, api=True)
     r._pass()
     assert placed(db) == 20 and not bumps and r._held  # another write came meanwhile: held
-    assert r._wake is not None and r._wake <= time.time() + max(reconcile.HOLD_MAX, 1.0)  # a pass comes then
+    assert r._wake is not None and r._wake <= time.time() + 2.0  # a pass comes then at the latest
     monkeypatch.undo()  # the writes stop: the next pass (nothing left to do) wakes them, once
     r._pass()
     assert bumps == [set(NODES)] and not r._held
 
 
+def test_a_burst_on_a_small_cluster_is_woken_at_once(loop, monkeypatch):  # type: ignore[no-untyped-def]
+    r, db, bumps = loop  # six nodes: the heartbeat interval is not stretched
+    r.budget = 100
+    _kicked_during_passes(r, monkeypatch, api=True)
+    r._pass()
+    assert placed(db) == 20 and bumps == [set(NODES)]
+
+
 def test_kicks_from_agents_do_not_hold_wake_ups(loop, monkeypatch):  # type: ignore[no-untyped-def]
     r, db, bumps = loop
+    _large(r)
     r.budget = 100
     _kicked_during_passes(r, monkeypatch, api=False)  # agents' reports kick too: no burst
     r._pass()
@@ -190,6 +205,7 @@ def test_kicks_from_agents_do_not_hold_wake_ups(loop, monkeypatch):  # type: ign
 
 def test_a_burst_is_held_at_most_a_heartbeat_interval(loop, monkeypatch):  # type: ignore[no-untyped-def]
     r, db, bumps = loop
+    _large(r)
     r.budget = 100
     monkeypatch.setattr(reconcile, "HOLD_MAX", 0.0)
     monkeypatch.setattr(reconcile, "HOLD_HEARTBEATS", 0.0)  # x the heartbeat interval: no hold
