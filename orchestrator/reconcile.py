@@ -178,8 +178,11 @@ class Reconciler:
         # next leader's first pass wakes every node (reconcile)
         self._held: set[str] = set()
         self._held_since = 0.0
-        self._api_kick = 0.0  # when an API write last kicked (a burst of them holds wake-ups)
-        self._burst = False  # an API write kicked while the last pass ran
+        # leader-only, like the rest of the kick bookkeeping (a follower forwards the API flag
+        # with its kick): when an API write last kicked, and whether one came during the last
+        # pass (a burst of them holds wake-ups); a new leader starts with neither
+        self._api_kick = 0.0
+        self._burst = False
         self._usage = pass_state.UsageCache()  # what the services a pass does not plan hold
         self._woken: dict[str, float] = {}  # node -> when its long polls were last woken (WAKE_SPACING)
 

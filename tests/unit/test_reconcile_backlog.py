@@ -186,30 +186,20 @@ def test_a_burst_of_api_writes_holds_wake_ups_until_it_ends(loop, monkeypatch): 
     assert bumps == [set(NODES)] and not r._held
 
 
-def test_a_burst_on_a_small_cluster_is_woken_at_once(loop, monkeypatch):  # type: ignore[no-untyped-def]
-    r, db, bumps = loop  # six nodes: the heartbeat interval is not stretched
-    r.budget = 100
-    _kicked_during_passes(r, monkeypatch, api=True)
-    r._pass()
-    assert placed(db) == 20 and bumps == [set(NODES)]
-
-
-def test_kicks_from_agents_do_not_hold_wake_ups(loop, monkeypatch):  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("large, api, hold", [
+    (False, True, True),  # six nodes: the heartbeat interval is not stretched, no burst hold
+    (True, False, True),  # agents' reports kick too: no burst
+    (True, True, False),  # HOLD_HEARTBEATS 0 (x the heartbeat interval): no hold at all
+], ids=["small-cluster", "agent-kicks", "hold-bounded"])
+def test_these_passes_wake_their_nodes_at_once(loop, monkeypatch, large, api, hold):  # type: ignore[no-untyped-def]
     r, db, bumps = loop
-    _large(r)
+    if large:
+        _large(r)
     r.budget = 100
-    _kicked_during_passes(r, monkeypatch, api=False)  # agents' reports kick too: no burst
-    r._pass()
-    assert placed(db) == 20 and bumps == [set(NODES)]
-
-
-def test_a_burst_is_held_at_most_a_heartbeat_interval(loop, monkeypatch):  # type: ignore[no-untyped-def]
-    r, db, bumps = loop
-    _large(r)
-    r.budget = 100
-    monkeypatch.setattr(reconcile, "HOLD_MAX", 0.0)
-    monkeypatch.setattr(reconcile, "HOLD_HEARTBEATS", 0.0)  # x the heartbeat interval: no hold
-    _kicked_during_passes(r, monkeypatch, api=True)
+    if not hold:
+        monkeypatch.setattr(reconcile, "HOLD_MAX", 0.0)
+        monkeypatch.setattr(reconcile, "HOLD_HEARTBEATS", 0.0)
+    _kicked_during_passes(r, monkeypatch, api=api)
     r._pass()
     assert placed(db) == 20 and bumps == [set(NODES)]
 
