@@ -29,6 +29,7 @@ from orchestrator.api import stacks as stacks_api
 from orchestrator.api import deps
 from orchestrator.limits import BodyLimit
 from orchestrator.priority import APIFirst
+from orchestrator.api.sync_path import SyncFastPath
 from orchestrator.api.deps import State, role
 from orchestrator.auth import Principal
 from orchestrator.config import Settings
@@ -149,6 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
     openapi.install(app)  # error responses, stream content types, 405 Allow in /openapi.json
     app.add_middleware(BodyLimit)  # bodies over 1 MiB -> 413
     app.add_middleware(APIFirst)  # bounded admission of API requests; agents' endpoints bypass it (priority.py)
+    app.add_middleware(SyncFastPath)  # well-formed agent syncs skip the routing below (api/sync_path.py)
 
     app.add_middleware(CountRequests)
 

@@ -1,0 +1,93 @@
+"""The agents' sync below FastAPI's routing (orchestrator/api/sync_path.py): a well-formed sync
+is served by it, and everything else gets the answer the usual path gives, in the error shape."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.api import sync_path
+from orchestrator.errors import Conflict
+from tests.api.principals import assert_error_shape, bearer, join_node, make_token
+
+POLL = {"known": None, "wait": 0, "report": None}
+
+
+@pytest.fixture
+def served(monkeypatch):  # type: ignore[no-untyped-def]
+    """Counts the syncs the fast path hands to the handler (FastAPI's route calls the handler
+    through its own reference, not through this module's)."""
+    calls: list[str] = []
+    real = sync_path.agent.sync
+
+    async def counted(body, request, st, p):  # type: ignore[no-untyped-def]
+        calls.append(p.name)
+        return await real(body, request, st, p)
+
+    monkeypatch.setattr(sync_path.agent, "sync", counted)
+    return calls
+
+
+def test_a_well_formed_sync_is_served_below_the_routing(client, served) -> None:
+    node = join_node(client, "n1")
+    r = client.post("/v1/agent/sync", json=POLL, headers=bearer(node))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["node"] == "n1" and body["assignments"] == [] and body["heartbeat_interval"] > 0
+    assert served == ["n1"]
+    # the next one says it knows that generation: no assignments sent again
+    r = client.post("/v1/agent/sync", json={**POLL, "known": body["generation"]}, headers=bearer(node))
+    assert r.status_code == 200 and r.json()["assignments"] is None
+    assert served == ["n1", "n1"]
+    assert 'dockyard_http_requests_total{method="POST",status="200"}' in client.get("/metrics").text
+
+
+@pytest.mark.parametrize("case", ["no credential", "bad credential", "user token", "bad body", "not json"])
+def test_what_it_does_not_serve_gets_the_usual_answer(client, anon, served, case) -> None:
+    node = join_node(client, "n1")
+    headers = {"content-type": "application/json", **bearer(node)}
+    content = json.dumps(POLL)
+    if case == "no credential":
+        del headers["Authorization"]
+    elif case == "bad credential":
+        headers.update(bearer("not-a-credential"))
+    elif case == "user token":
+        headers.update(bearer(make_token(client, "admin")))
+    elif case == "bad body":
+        content = json.dumps({"wait": -1})
+    else:
+        content = "{"
+    r = anon.post("/v1/agent/sync", content=content, headers=headers)
+    status, code = {"no credential": (401, "unauthorized"), "bad credential": (401, "unauthorized"),
+                    "user token": (403, "forbidden"), "bad body": (422, "validation_error"),
+                    "not json": (422, "validation_error")}[case]
+    err = assert_error_shape(r, status, code)
+    if case == "bad body":
+        assert err["details"] and err["details"][0]["field"] == "wait"
+    assert served == []
+
+
+def test_a_body_without_a_json_content_type_goes_the_usual_way_and_works(client, served) -> None:
+    node = join_node(client, "n1")
+    r = client.post("/v1/agent/sync", content=json.dumps(POLL), headers={"content-type": "text/plain", **bearer(node)})
+    assert r.status_code == 200 and r.json()["node"] == "n1"
+    assert served == []
+
+
+def test_a_body_over_the_limit_is_refused_as_everywhere(client, served) -> None:
+    node = join_node(client, "n1")
+    big = json.dumps({**POLL, "known": "x" * (2 * 1024 * 1024)})
+    assert_error_shape(client.post("/v1/agent/sync", content=big, headers={"content-type": "application/json",
+                                                                           **bearer(node)}), 413, "payload_too_large")
+    assert served == []
+
+
+def test_an_error_the_handler_raises_is_answered_by_the_apps_handlers(client, monkeypatch) -> None:
+    node = join_node(client, "n1")
+
+    async def refuses(body, request, st, p):  # type: ignore[no-untyped-def]
+        raise Conflict("node n1 was removed meanwhile")
+
+    monkeypatch.setattr(sync_path.agent, "sync", refuses)
+    err = assert_error_shape(client.post("/v1/agent/sync", json=POLL, headers=bearer(node)), 409)
+    assert "removed meanwhile" in err["message"]
