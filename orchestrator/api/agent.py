@@ -333,6 +333,10 @@ async def _sync(body: SyncIn, st: State, p: Principal, now: float, gone: "asynci
         st.hub.events_changed()  # a report may have recorded events (unhealthy, restarted)
     if key is not None and (last is None or last[0] != key or now - last[1] >= REPORT_REAPPLY_SECONDS):
         st.hub.reports[p.name] = (key, now)
+    # done with the report: a long poll waits up to a heartbeat interval (25 s at 5,000 nodes) and
+    # agents re-send their report on it, so every waiting poll held its parsed report (~44 objects
+    # the garbage collector scans for 10 containers) in this frame and its callers'
+    body.report = None
     await st.hub.wait(p.name, body.known, min(body.wait, 30.0), body.routes_known, gone)
     if gone is not None and gone.done():
         return Response(status_code=499)  # the agent went away (see sync)

@@ -29,6 +29,7 @@ from orchestrator.limits import MAX_BODY
 from orchestrator.protocol import SyncIn
 
 PATH = "/v1/agent/sync"
+JSON = b"application/json"
 
 
 def _replay(messages: list[dict], receive: Any) -> Any:
@@ -45,15 +46,28 @@ def _replay(messages: list[dict], receive: Any) -> Any:
 
 
 def _handler(app: Any, exc: Exception) -> Any:
-    """The application's exception handler for exc, looked up as Starlette's ExceptionMiddleware
-    does (an HTTPException's status code first, then the exception's classes)."""
-    handlers = getattr(app, "exception_handlers", {})
+    """The application's handler for exc, as Starlette's ExceptionMiddleware finds it (an
+    HTTPException's status code first, then the exception's classes). The catch-all handlers
+    (`Exception`, 500) are not in that table: ServerErrorMiddleware, outside this one, answers
+    with them, logs the traceback and re-raises, so an unexpected error is left to it."""
+    handlers = {k: v for k, v in getattr(app, "exception_handlers", {}).items() if k not in (500, Exception)}
     if isinstance(exc, StarletteHTTPException) and exc.status_code in handlers:
         return handlers[exc.status_code]
     for cls in type(exc).__mro__:
         if cls in handlers:
             return handlers[cls]
     return None
+
+
+async def _answer(request: Request, exc: Exception) -> Any:
+    handler = _handler(request.app, exc)
+    if handler is None:
+        raise exc
+    try:
+        response = handler(request, exc)
+        return await response if inspect.isawaitable(response) else response
+    finally:
+        exc.__traceback__ = None  # as Starlette does: its frames (the request, its body) go now
 
 
 class SyncFastPath:
@@ -68,15 +82,14 @@ class SyncFastPath:
             return
         ctype = auth = None
         declared = 0
-        for k, v in scope["headers"]:
-            if k == b"content-type":
+        for k, v in scope["headers"]:  # the first of a repeated header, as request.headers.get
+            if k == b"content-type" and ctype is None:
                 ctype = v
-            elif k == b"authorization":
+            elif k == b"authorization" and auth is None:
                 auth = v
             elif k == b"content-length":
                 declared = int(v) if v.isdigit() else 0
-        if (auth is None or ctype is None or not ctype.startswith(b"application/json")
-                or declared > MAX_BODY):
+        if auth is None or ctype is None or declared > MAX_BODY or ctype.split(b";")[0].strip().lower() != JSON:
             await self.app(scope, receive, send)
             return
         read: list[dict] = []
@@ -96,21 +109,22 @@ class SyncFastPath:
         request = Request(scope, receive)
         try:
             body = SyncIn.model_validate_json(b"".join(m.get("body", b"") for m in read))
-            p = await deps.principal(request, auth.decode("latin-1"))
-        except Exception:  # the usual path answers it (422, 401, ...), from the same code
-            p = None
-        if p is None or p.kind != "node":
+        except ValueError:  # the usual path answers it (422), from the same code
             await self.app(scope, _replay(read, receive), send)
             return
-        del read, msg  # not held while the long poll waits
         try:
-            response = await agent.sync(body, request, scope["app"].state.dy, p)
-        except Exception as exc:
-            handler = _handler(scope["app"], exc)
-            if handler is None:
-                raise
-            response = handler(request, exc)
-            if inspect.isawaitable(response):
-                response = await response
+            p = await deps.principal(request, auth.decode("latin-1"))
+            if p.kind != "node":
+                p = None
+        except Exception as exc:  # refused (401), or the database failed: answered as the route would
+            response = await _answer(request, exc)
+        else:
+            if p is None:  # another principal's token: the route's 403, from the same code
+                await self.app(scope, _replay(read, receive), send)
+                return
+            del read, msg  # not held while the long poll waits
+            try:
+                response = await agent.sync(body, request, scope["app"].state.dy, p)
+            except Exception as exc:
+                response = await _answer(request, exc)
         await response(scope, receive, send)
-

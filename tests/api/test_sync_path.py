@@ -91,3 +91,52 @@ def test_an_error_the_handler_raises_is_answered_by_the_apps_handlers(client, mo
     monkeypatch.setattr(sync_path.agent, "sync", refuses)
     err = assert_error_shape(client.post("/v1/agent/sync", json=POLL, headers=bearer(node)), 409)
     assert "removed meanwhile" in err["message"]
+
+
+@pytest.mark.parametrize("ctype, fast", [("application/json; charset=utf-8", True), ("Application/JSON", True),
+                                         ("application/jsonl", False), ("application/json-seq", False)])
+def test_only_the_json_media_type_is_served_below_the_routing(client, served, ctype, fast) -> None:
+    node = join_node(client, "n1")
+    r = client.post("/v1/agent/sync", content=json.dumps(POLL), headers={"content-type": ctype, **bearer(node)})
+    if fast:
+        assert r.status_code == 200 and served == ["n1"]
+    else:  # FastAPI reads other media types as raw bytes: its usual 422
+        assert_error_shape(r, 422, "validation_error")
+        assert served == []
+
+
+def test_a_repeated_authorization_header_counts_its_first_value_as_on_the_route(client, anon, served) -> None:
+    node = join_node(client, "n1")
+    admin = make_token(client, "admin")
+    r = anon.post("/v1/agent/sync", content=json.dumps(POLL),
+                  headers=[("content-type", "application/json"), ("authorization", f"Bearer {admin}"),
+                           ("authorization", f"Bearer {node}")])
+    assert_error_shape(r, 403, "forbidden")
+    assert served == []
+
+
+def test_a_body_over_the_limit_sent_in_chunks_is_refused_as_everywhere(client, served) -> None:
+    node = join_node(client, "n1")
+
+    def chunks():  # no Content-Length: the limit is found while reading
+        yield b'{"known": "'
+        for _ in range(20):
+            yield b"x" * (128 * 1024)
+        yield b'"}'
+
+    r = client.post("/v1/agent/sync", content=chunks(), headers={"content-type": "application/json", **bearer(node)})
+    assert_error_shape(r, 413, "payload_too_large")
+    assert served == []
+
+
+def test_an_unexpected_error_is_left_to_the_server_error_middleware(client, monkeypatch) -> None:
+    """As on the route: raised (the test client re-raises; uvicorn logs it and answers 500),
+    not turned into an answer by the catch-all handler here."""
+    node = join_node(client, "n1")
+
+    async def breaks(body, request, st, p):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a bug in the handler")
+
+    monkeypatch.setattr(sync_path.agent, "sync", breaks)
+    with pytest.raises(RuntimeError, match="a bug in the handler"):
+        client.post("/v1/agent/sync", json=POLL, headers=bearer(node))

@@ -57,3 +57,20 @@ def test_a_body_cut_by_a_disconnect_is_a_drop(monkeypatch):
     # a whole body: answered, no drop
     sent = call(app, [{"type": "http.request", "body": b'{"wait": 1}', "more_body": False}])
     assert sent[0]["status"] == 200 and seen == ["/v1/agent/sync"]
+
+
+def test_through_the_sync_fast_path_a_cut_body_is_still_a_drop(monkeypatch):
+    """api/sync_path.py hands what it read (here: a disconnect, or half a body and a disconnect)
+    on to the route, which sees the drop as before."""
+    from orchestrator.api.sync_path import SyncFastPath
+
+    seen = []
+
+    async def unread(request):  # type: ignore[no-untyped-def]
+        seen.append(request.url.path)
+
+    monkeypatch.setattr(node_loss, "unread", unread)
+    app = SyncFastPath(app_with_sync())
+    call(app, [{"type": "http.disconnect"}])
+    call(app, [{"type": "http.request", "body": b'{"wa', "more_body": True}, {"type": "http.disconnect"}])
+    assert seen == ["/v1/agent/sync", "/v1/agent/sync"]
