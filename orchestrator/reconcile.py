@@ -54,10 +54,12 @@ PASS_GAP_FACTOR = 2.0
 # passes yield to API requests (priority.Slices) and their nodes are not woken yet (HOLD_MAX),
 # so little else competes for the CPU, and 50,000 new instances wait on the passes alone.
 BACKLOG_GAP_FACTOR = 0.5
-# While passes leave work over their budget, the nodes they assigned work to are woken together
-# when the backlog is done, or this many seconds after the first of them: a node's long poll, the
-# read of its assignments and its agent's report then come once for a whole rollout of 50,000
-# instances instead of once per pass (25 at 5,000 nodes: 135 s of a server's CPU for 50,000).
+# While passes leave services with instances to create or place over their budget, the nodes they
+# assigned work to are woken together when that backlog is done (not the re-planning of rollouts
+# that follows as their instances report running), or this many seconds after the first of
+# them: a node's long poll, the read of its assignments and its agent's report then come once
+# for a whole rollout of 50,000 instances instead of once per pass (25 at 5,000 nodes: 135 s of
+# a server's CPU for 50,000).
 HOLD_MAX = 3.0
 # On a large cluster (past 200 nodes, where hub.py stretches the heartbeat interval), the same
 # while API writes keep coming (a script applying 500 services one by one: an API write arrived
@@ -160,13 +162,14 @@ class Reconciler:
         self._last_full = 0.0
         self.skipped = 0
         self._pass_no = 0
-        self._book: tuple = (None, {}, {}, {}, False)
+        self._book: tuple = (None, {}, {}, {}, False, False)
         # incremental bookkeeping (core/scope.py): each service's fingerprint when last planned,
         # the pass that planned it, each node's key; dirty services left over; the last sweep
         self._seen: dict[str, tuple] = {}
         self._planned_at: dict[str, int] = {}
         self._node_seen: dict[str, tuple] = {}
         self._deferred = False
+        self._placing = False  # ... and some of those have instances to create or place (the hold)
         self._last_sweep = 0.0
         self._sweep = False
         self.budget = PASS_BUDGET
@@ -320,7 +323,8 @@ class Reconciler:
             with gcpause.paused():  # see gcpause.py
                 touched = self.db.run(self._full_pass)
             # committed: what it planned counts as seen (reconcile)
-            self._fingerprint, self._seen, self._planned_at, self._node_seen, self._deferred = self._book
+            (self._fingerprint, self._seen, self._planned_at, self._node_seen, self._deferred,
+             self._placing) = self._book
             self._last_duration = time.time() - self._last_full
             if self._sweep:
                 self._last_sweep = now
@@ -359,8 +363,8 @@ class Reconciler:
         self._held |= touched
         if not self._held:
             return
-        if self._deferred or self._burst:
-            limit = HOLD_MAX if self._deferred else 0.0
+        if self._placing or self._burst:
+            limit = HOLD_MAX if self._placing else 0.0
             beat = self.hub.heartbeat_interval()
             if beat > self.hub.base_heartbeat:  # a large cluster: wake-ups are what costs
                 limit = max(limit, HOLD_HEARTBEATS * beat)
@@ -452,7 +456,8 @@ class Reconciler:
         watched = self._watched_before(s, snap, services, drained)
         current = {name: snap.service_fingerprint(name) for name in services}
         sizes = {name: max(snap.instances.get(name, (0,))[0], svc.replicas) for name, svc in services.items()}
-        pick = scope.choose(services, sizes, must=must, watched=watched, sweep=self._sweep,
+        new = {name for name in services if name not in snap.instances}  # no instance yet
+        pick = scope.choose(services, sizes, must=must, new=new, watched=watched, sweep=self._sweep,
                             dirty=scope.changed(current, self._seen) | pass_state.services_on(s, moved_nodes),
                             last_planned=self._planned_at, budget=self.budget, sweep_budget=SWEEP_BUDGET)
         plan = pick.plan
@@ -509,8 +514,11 @@ class Reconciler:
         seen.update((name, current[name]) for name in plan)
         planned_at = {name: k for name, k in self._planned_at.items() if name in services}
         planned_at.update((name, self._pass_no) for name in plan)
+        # the wake-up hold lasts while deferred services have instances to create or place, not
+        # while passes only catch up with the rollouts of what runs (their "running" reports)
+        placing = any(name in new or snap.pending(name) for name in pick.deferred)
         self._book = (snap.fingerprint, seen, planned_at, {n.name: n.key() for n in nodes.values()},
-                      bool(pick.deferred))
+                      bool(pick.deferred), placing)
         return touched
 
     def _watched_before(self, s: Session, snap: pass_state.Snapshot, services: dict[str, Service],

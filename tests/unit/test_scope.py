@@ -46,6 +46,13 @@ def test_watched_goes_before_changed():
     assert "s7" in out.plan and len(out.plan) == 2
 
 
+def test_new_services_go_before_watched_rollouts():
+    sizes = {n: 100 for n in NAMES}
+    out = choose(NAMES, sizes, new=["s8", "s9"], watched=["s1", "s2"], dirty=["s3", "s8", "s9"], budget=200,
+                 last_planned={"s1": 0, "s2": 0, "s3": 0})
+    assert out.plan == {"s8", "s9"} and out.deferred == {"s1", "s2", "s3"}
+
+
 def test_a_big_service_is_not_starved_by_smaller_ones_after_it():
     sizes = {"a": 100, "b": 1000, "c": 1}
     out = choose(["a", "b", "c"], sizes, dirty=["a", "b", "c"], budget=500, last_planned={"a": 0, "b": 1, "c": 2})
@@ -67,7 +74,7 @@ def situations(draw):
     return dict(
         services=names,
         sizes={n: draw(st.integers(0, 500)) for n in names},
-        must=draw(sub), watched=draw(sub), dirty=draw(sub), sweep=draw(st.booleans()),
+        must=draw(sub), new=draw(sub), watched=draw(sub), dirty=draw(sub), sweep=draw(st.booleans()),
         last_planned={n: draw(st.integers(0, 20)) for n in draw(sub)},
         budget=draw(st.integers(0, 2000)), sweep_budget=draw(st.none() | st.integers(0, 1000)),
     )
@@ -78,7 +85,7 @@ def test_the_choice_keeps_its_promises(sit):
     out = choose(**sit)
     names = set(sit["services"])
     must = set(sit["must"]) & names
-    wanted = (set(sit["watched"]) | set(sit["dirty"])) & names
+    wanted = (set(sit["new"]) | set(sit["watched"]) | set(sit["dirty"])) & names
     assert out.plan <= names
     assert must <= out.plan  # never deferred
     assert out.deferred == wanted - out.plan  # whatever was wanted is planned or deferred
@@ -89,6 +96,8 @@ def test_the_choice_keeps_its_promises(sit):
         # over budget only by must, or by a single first service
         size = sum(sit["sizes"].get(n, 0) for n in out.plan)
         assert size <= max(sit["budget"], sum(sit["sizes"].get(n, 0) for n in must)) or len(out.plan) == 1
+    if set(sit["new"]) & out.deferred:
+        assert out.plan - must <= set(sit["new"])  # nothing else goes before a new service
     if (must or wanted) and not out.plan:
         raise AssertionError("something wanted, nothing planned")
 
