@@ -97,6 +97,11 @@ PASS_COLUMNS = (Instance.id, Instance.service_name, Instance.slot, Instance.revi
                 Instance.restart_count, Instance.last_error, Instance.updated_at)
 
 
+def _version(fingerprint: tuple | None) -> object:
+    """The service row's version in a per-service fingerprint (pass_state.Snapshot.service_fingerprint)."""
+    return fingerprint[0][0] if fingerprint and fingerprint[0] else None
+
+
 def new_instance_id() -> str:
     return secrets.token_hex(5)
 
@@ -453,11 +458,13 @@ class Reconciler:
         drained = {n.name for n in nodes.values() if n.availability == "drained"}
         rolling = {tuple(r) for r in s.execute(select(Stack.namespace, Stack.name).where(Stack.state == "rolling"))}
         must = lost | {svc.name for svc in services.values() if (svc.namespace, svc.stack) in rolling}
-        watched = self._watched_before(s, snap, services, drained)
+        urgent, watched = self._watched_before(s, snap, services, drained)
         current = {name: snap.service_fingerprint(name) for name in services}
         sizes = {name: max(snap.instances.get(name, (0,))[0], svc.replicas) for name, svc in services.items()}
-        new = {name for name in services if name not in snap.instances}  # no instance yet
-        pick = scope.choose(services, sizes, must=must, new=new, watched=watched, sweep=self._sweep,
+        # created and not planned yet (a service scaled to 0 has no rows either, and nothing to do)
+        new = {name for name, svc in services.items() if name not in snap.instances and svc.replicas > 0}
+        pick = scope.choose(services, sizes, must=must, urgent=urgent, new=new, watched=watched,
+                            sweep=self._sweep,
                             dirty=scope.changed(current, self._seen) | pass_state.services_on(s, moved_nodes),
                             last_planned=self._planned_at, budget=self.budget, sweep_budget=SWEEP_BUDGET)
         plan = pick.plan
@@ -506,7 +513,7 @@ class Reconciler:
         after = {svc.name for svc in services.values() if svc.rollout_phase == "progressing"}
         after |= set(pending) | {i.service_name for i in instances
                                  if i.desired_state == "running" and i.node_name in drained}
-        after |= watched - plan  # not planned: as they were
+        after |= (urgent | watched) - plan  # not planned: as they were
         self.hub.watched = frozenset(after)
         self._waiting = bool(after) or bool(s.new or s.deleted or any(s.is_modified(o) for o in s.dirty))
         # kept once the pass commits (_pass): a pass that is rolled back planned nothing
@@ -514,20 +521,25 @@ class Reconciler:
         seen.update((name, current[name]) for name in plan)
         planned_at = {name: k for name, k in self._planned_at.items() if name in services}
         planned_at.update((name, self._pass_no) for name in plan)
-        # the wake-up hold lasts while deferred services have instances to create or place, not
-        # while passes only catch up with the rollouts of what runs (their "running" reports)
-        placing = any(name in new or snap.pending(name) for name in pick.deferred)
+        # the wake-up hold lasts while deferred services have instances to create or place (new,
+        # waiting for a node, or whose row a client changed since it was last planned: a scale-up,
+        # a new revision), not while passes only catch up with the rollouts of what runs
+        placing = any(name in new or snap.pending(name)
+                      or _version(self._seen.get(name)) != snap.services.get(name, (None,))[0]
+                      for name in pick.deferred)
         self._book = (snap.fingerprint, seen, planned_at, {n.name: n.key() for n in nodes.values()},
                       bool(pick.deferred), placing)
         return touched
 
     def _watched_before(self, s: Session, snap: pass_state.Snapshot, services: dict[str, Service],
-                        drained: set[str]) -> set[str]:
-        """Services time alone moves (core/scope.py's class 1), from the rows as the pass found them."""
-        watched = {svc.name for svc in services.values()
-                   if svc.rollout_phase == "progressing" or snap.pending(svc.name)
-                   or (svc.automation and rebalance.moving_ids(svc.automation))}
-        return watched | pass_state.services_on(s, drained)
+                        drained: set[str]) -> tuple[set[str], set[str]]:
+        """Services time alone moves, from the rows as the pass found them: (urgent, watched),
+        core/scope.py's classes 1 and 3 (instances waiting for a node, drains, rebalance moves;
+        rollouts in progress)."""
+        urgent = {svc.name for svc in services.values()
+                  if snap.pending(svc.name) or (svc.automation and rebalance.moving_ids(svc.automation))}
+        urgent |= pass_state.services_on(s, drained)
+        return urgent, {svc.name for svc in services.values() if svc.rollout_phase == "progressing"}
 
     def _liveness(self, s: Session, nodes: dict[str, NodeRow], now: float) -> tuple[set[str], set[str]]:
         """Nodes going down or coming back: (nodes touched, services that lost instances)."""

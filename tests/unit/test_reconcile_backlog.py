@@ -64,6 +64,46 @@ def test_the_nodes_of_a_backlog_are_woken_once_when_it_is_placed(loop):  # type:
     assert len(bumps) == 1  # nothing more to wake
 
 
+def test_a_scale_up_over_the_budget_is_held_until_it_is_placed_too(loop, monkeypatch):  # type: ignore[no-untyped-def]
+    r, db, bumps = loop
+    monkeypatch.setattr(reconcile, "WAKE_SPACING", 0.0)  # the first placement's wake-up was just now
+    for _ in range(6):
+        r._pass()
+    assert placed(db) == 20 and len(bumps) == 1
+    bumps.clear()
+
+    def scale(s):  # type: ignore[no-untyped-def]
+        for svc in s.query(Service):
+            svc.replicas, svc.version = 8, svc.version + 1  # what a client's write does
+
+    db.run(scale)
+    counts = []
+    for _ in range(8):
+        r._pass()
+        counts.append(placed(db))
+        if placed(db) < 40:
+            assert not bumps, counts  # instances left to create: the nodes wait
+    assert placed(db) == 40 and len(bumps) == 1  # woken once, when the last one was placed
+
+
+def test_an_idle_service_does_not_keep_a_big_one_out(loop):  # type: ignore[no-untyped-def]
+    """A service scaled to 0 (no rows) is no longer the one service a pass always takes: a
+    service bigger than the budget is still planned."""
+    r, db, _bumps = loop
+
+    def shape(s):  # type: ignore[no-untyped-def]
+        for svc in s.query(Service):
+            svc.replicas = 0 if svc.name == "svc0" else 1
+        big = s.get(Service, "svc1")
+        big.replicas, big.version = 12, big.version + 1  # over the budget of 8
+
+    db.run(shape)
+    for _ in range(6):
+        r._pass()
+    assert db.run(lambda s: s.query(Instance).filter(Instance.service_name == "svc1").count()) == 12
+    assert not r._deferred
+
+
 def test_a_long_backlog_wakes_its_nodes_after_hold_max(loop, monkeypatch):  # type: ignore[no-untyped-def]
     r, db, bumps = loop
     monkeypatch.setattr(reconcile, "HOLD_MAX", 0.0)  # every pass is past the hold

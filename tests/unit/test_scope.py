@@ -53,6 +53,20 @@ def test_new_services_go_before_watched_rollouts():
     assert out.plan == {"s8", "s9"} and out.deferred == {"s1", "s2", "s3"}
 
 
+def test_waiting_instances_go_before_new_services():
+    sizes = {n: 100 for n in NAMES}
+    out = choose(NAMES, sizes, urgent=["s1"], new=["s8", "s9"], dirty=["s8", "s9"], budget=200)
+    assert out.plan == {"s1", "s8"} and out.deferred == {"s9"}
+
+
+def test_services_scaled_to_zero_do_not_keep_a_big_one_out():
+    """The one service always taken is one with instances: an idle service (no rows, no
+    replicas) planned first must not make every bigger-than-budget service wait for ever."""
+    sizes = {"idle": 0, "big": 2500}
+    out = choose(["idle", "big"], sizes, watched=["idle"], dirty=["big"], budget=2000)
+    assert out.plan == {"idle", "big"} and not out.deferred
+
+
 def test_a_big_service_is_not_starved_by_smaller_ones_after_it():
     sizes = {"a": 100, "b": 1000, "c": 1}
     out = choose(["a", "b", "c"], sizes, dirty=["a", "b", "c"], budget=500, last_planned={"a": 0, "b": 1, "c": 2})
@@ -74,7 +88,7 @@ def situations(draw):
     return dict(
         services=names,
         sizes={n: draw(st.integers(0, 500)) for n in names},
-        must=draw(sub), new=draw(sub), watched=draw(sub), dirty=draw(sub), sweep=draw(st.booleans()),
+        must=draw(sub), urgent=draw(sub), new=draw(sub), watched=draw(sub), dirty=draw(sub), sweep=draw(st.booleans()),
         last_planned={n: draw(st.integers(0, 20)) for n in draw(sub)},
         budget=draw(st.integers(0, 2000)), sweep_budget=draw(st.none() | st.integers(0, 1000)),
     )
@@ -85,7 +99,7 @@ def test_the_choice_keeps_its_promises(sit):
     out = choose(**sit)
     names = set(sit["services"])
     must = set(sit["must"]) & names
-    wanted = (set(sit["new"]) | set(sit["watched"]) | set(sit["dirty"])) & names
+    wanted = (set(sit["urgent"]) | set(sit["new"]) | set(sit["watched"]) | set(sit["dirty"])) & names
     assert out.plan <= names
     assert must <= out.plan  # never deferred
     assert out.deferred == wanted - out.plan  # whatever was wanted is planned or deferred
@@ -95,9 +109,12 @@ def test_the_choice_keeps_its_promises(sit):
     if out.plan and (out.plan - must):
         # over budget only by must, or by a single first service
         size = sum(sit["sizes"].get(n, 0) for n in out.plan)
-        assert size <= max(sit["budget"], sum(sit["sizes"].get(n, 0) for n in must)) or len(out.plan) == 1
+        sized = [n for n in out.plan if sit["sizes"].get(n, 0) > 0]  # scaled to 0: weighs nothing
+        assert size <= max(sit["budget"], sum(sit["sizes"].get(n, 0) for n in must)) or len(sized) == 1
+    if set(sit["urgent"]) & out.deferred:
+        assert out.plan - must <= set(sit["urgent"])  # nothing else goes before an urgent service
     if set(sit["new"]) & out.deferred:
-        assert out.plan - must <= set(sit["new"])  # nothing else goes before a new service
+        assert out.plan - must <= set(sit["urgent"]) | set(sit["new"])  # nor before a new one
     if (must or wanted) and not out.plan:
         raise AssertionError("something wanted, nothing planned")
 
