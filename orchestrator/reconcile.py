@@ -31,7 +31,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session, load_only
 from sqlalchemy.orm.attributes import set_committed_value
 
-from orchestrator import db_writes, gcpause, metrics, pass_state, priority
+from orchestrator import db_writes, gcpause, metrics, new_instances, pass_state, priority
 from orchestrator.coord import base as signals
 from orchestrator.coord.lease import NotLeader
 from orchestrator.core import drain, liveness, planner, rebalance, scheduler, scope
@@ -85,6 +85,12 @@ SWEEP_EVERY = 10.0
 # How many instances' worth of services a pass plans at most (core/scope.py): about 0.1-0.2 s
 # of a pass; what does not fit is planned by the passes that follow at once.
 PASS_BUDGET = 2000
+# ... times this while a backlog of instances to create or place is worked off and no API write
+# came during the last pass (a script's burst of PUTs is over): nothing is woken until the
+# backlog is done (HOLD_MAX), so nothing else waits on these passes, and each pass's fixed cost
+# (~0.1 s at 5,000 nodes, more on a busy server) is paid 5x less often. During a burst the
+# plain budget keeps passes short: the PUTs waited behind 4x longer passes (docs/performance.md).
+BACKLOG_BUDGET_FACTOR = 5
 # ... and the safety net's sweep at most this many (a pass planning 500 unchanged instances
 # costs ~10 ms; at 50,000 instances the sweep then comes round in ~17 minutes)
 SWEEP_BUDGET = 500
@@ -401,12 +407,14 @@ class Reconciler:
         # and hold up every agent report and API write meanwhile.
         with s.no_autoflush:
             touched = self.reconcile(s, time.time())
-            if self.elector is not None and (s.new or s.dirty or s.deleted or s.info.get("core_writes")):
+            fresh = s.info.pop("fresh", [])
+            if self.elector is not None and (s.new or s.dirty or s.deleted or fresh or s.info.get("core_writes")):
                 epoch = self.elector.epoch
                 if epoch is None:
                     raise NotLeader("this server stopped leading during the pass")
                 self.elector.lease.fence(s, epoch)  # the first write: nothing lands without the lease
-            return touched
+        new_instances.write(s, fresh)
+        return touched
 
     def _state(self, s: Session) -> tuple[tuple, list[NodeRow]]:
         """(fingerprint of the desired and observed state, the nodes): pass_state.load."""
@@ -466,7 +474,8 @@ class Reconciler:
         pick = scope.choose(services, sizes, must=must, urgent=urgent, new=new, watched=watched,
                             sweep=self._sweep,
                             dirty=scope.changed(current, self._seen) | pass_state.services_on(s, moved_nodes),
-                            last_planned=self._planned_at, budget=self.budget, sweep_budget=SWEEP_BUDGET)
+                            last_planned=self._planned_at, sweep_budget=SWEEP_BUDGET,
+                            budget=self.budget * (BACKLOG_BUDGET_FACTOR if self._placing and not self._burst else 1))
         plan = pick.plan
         instances = list(s.scalars(select(Instance).options(load_only(*PASS_COLUMNS))
                                    .where(Instance.service_name.in_(list(plan))))) if plan else []
@@ -515,7 +524,8 @@ class Reconciler:
                                  if i.desired_state == "running" and i.node_name in drained}
         after |= (urgent | watched) - plan  # not planned: as they were
         self.hub.watched = frozenset(after)
-        self._waiting = bool(after) or bool(s.new or s.deleted or any(s.is_modified(o) for o in s.dirty))
+        self._waiting = bool(after) or bool(s.info.get("fresh") or s.new or s.deleted
+                                             or any(s.is_modified(o) for o in s.dirty))
         # kept once the pass commits (_pass): a pass that is rolled back planned nothing
         seen = {name: fp for name, fp in self._seen.items() if name in services}
         seen.update((name, current[name]) for name in plan)
@@ -587,14 +597,12 @@ class Reconciler:
             i.desired_state, i.updated_at = "stopped", now
             if i.node_name:
                 touched.add(i.node_name)
+        fresh = s.info.setdefault("fresh", [])  # written at the pass's end (new_instances.py)
         for slot, rev in p.create:
-            inst = Instance(
-                id=new_instance_id(), service_name=svc.name, slot=slot, revision=rev, node_name=None,
-                desired_state="running", state="pending", host_ports=[], restart_count=0, last_error="",
-                created_at=now, updated_at=now,
-            )
-            s.add(inst)
-            all_.append(inst)
+            inst = new_instances.NewInstance(id=new_instance_id(), service_name=svc.name, slot=slot, revision=rev,
+                                             created_at=now, updated_at=now)
+            fresh.append(inst)
+            all_.append(inst)  # type: ignore[arg-type]
         if p.failure and svc.rollout_phase == "progressing":
             self._fail_rollout(s, svc, p.failure, now)
         elif p.phase != svc.rollout_phase:
@@ -682,11 +690,10 @@ class Reconciler:
         cluster filling up) took twice as long, and its bookkeeping more. The objects get the
         same values without history, so the flush leaves them alone; the pass fences this
         write like any other (_full_pass)."""
-        fresh = s.new
         for i, node in placed:
-            if i in fresh:  # made by this pass: its INSERT carries the placement
+            if isinstance(i, new_instances.NewInstance):  # made by this pass: its INSERT carries the placement
                 i.node_name, i.state, i.last_error, i.updated_at = node, "assigned", "", now
-        placed = [(i, node) for i, node in placed if i not in fresh]
+        placed = [(i, node) for i, node in placed if not isinstance(i, new_instances.NewInstance)]
         if not placed:
             return
         t = Instance.__table__

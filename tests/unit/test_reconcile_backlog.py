@@ -17,7 +17,8 @@ NODES = [f"n{k}" for k in range(6)]
 
 
 @pytest.fixture
-def loop(tmp_path):  # type: ignore[no-untyped-def]
+def loop(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(reconcile, "BACKLOG_BUDGET_FACTOR", 1)  # the budget as set (its own test below)
     url = f"sqlite:///{tmp_path / 'state.db'}"
     migrate(url)
     db = Database(url)
@@ -112,6 +113,19 @@ def test_a_long_backlog_wakes_its_nodes_after_hold_max(loop, monkeypatch):  # ty
     for _ in range(3):
         r._pass()
     assert placed(db) == 20 and len(bumps) == 3 and all(bumps)
+
+
+@pytest.mark.parametrize("burst, counts", [(False, [8, 20]), (True, [8, 16])], ids=["quiet", "api-burst"])
+def test_a_backlog_gets_a_bigger_budget_unless_api_writes_keep_coming(loop, monkeypatch, burst, counts):  # type: ignore[no-untyped-def]
+    r, db, _bumps = loop
+    monkeypatch.setattr(reconcile, "BACKLOG_BUDGET_FACTOR", 2)
+    if burst:
+        _kicked_during_passes(r, monkeypatch, api=True)
+    got = []
+    for _ in range(2):
+        r._pass()  # the first knows of no backlog yet: the plain budget
+        got.append(placed(db))
+    assert got == counts  # quiet: the other 12 in one pass (budget 2 x 8)
 
 
 def test_passes_come_closer_together_while_a_backlog_lasts(loop):  # type: ignore[no-untyped-def]
