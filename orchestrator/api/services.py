@@ -129,25 +129,35 @@ async def put_service(name: str, body: ServiceApply, response: Response, match: 
     if cached is not None and ops.is_noop(name, cached["version"], cached["replicas"], cached["stack"],
                                           cached["spec"], body, match):
         return _etag(response, cached)  # nothing to write, nothing for the loop to do
-    return await run_in_threadpool(_put, st, name, body, response, match, p)
+    # with the cache on, the service was just compared as it is now (read, or cached with nothing
+    # written since): _put goes straight to the write
+    return await run_in_threadpool(_put, st, name, body, response, match, p, st.reads.max_age > 0)
 
 
-def _put(st: State, name: str, body: ServiceApply, response: Response, match: int | None, p: Principal) -> JSONResponse:
+def _put(st: State, name: str, body: ServiceApply, response: Response, match: int | None, p: Principal,
+         compared: bool = False) -> JSONResponse:
     now = time.time()
 
     def same(s):  # type: ignore[no-untyped-def]
         svc = ops.unchanged(s, name, body, if_match=match)
         return None if svc is None else ops.service_dict(svc, ops.live_instances(s, [name])[name], time.time())
 
-    out = st.db.run(same)
-    if out is not None:
-        return _etag(response, out)  # nothing to write, nothing for the loop to do
+    if not compared:
+        out = st.db.run(same)
+        if out is not None:
+            return _etag(response, out)  # nothing to write, nothing for the loop to do
     check = policy.checker(st.settings, p)
-    created = st.db.run(lambda s: ops.apply(s, name, body, if_match=match, actor=p.label, now=now,
-                                            history_limit=st.settings.history_limit, check=check)[1])
+
+    def write(s):  # type: ignore[no-untyped-def]
+        # the answer is read in the write's transaction: what was written, with no second one
+        svc, created = ops.apply(s, name, body, if_match=match, actor=p.label, now=now,
+                                 history_limit=st.settings.history_limit, check=check)
+        return ops.service_dict(svc, ops.live_instances(s, [name])[name], time.time()), created
+
+    out, created = st.db.run(write)
     st.loop.kick()
     response.status_code = 201 if created else 200
-    return _etag(response, _one(st, name))
+    return _etag(response, out)
 
 
 @router.patch("/{name}", response_model=ServiceOut)
