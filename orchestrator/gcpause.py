@@ -37,7 +37,3 @@ def paused() -> Iterator[None]:
             _pausers -= 1
             if _pausers == 0 and _restore:
                 gc.enable()
-
-
-def is_paused() -> bool:
-    return _pausers > 0

@@ -65,9 +65,19 @@ class Snapshot:
     def service_fingerprint(self, name: str) -> tuple:
         return (self.services.get(name), self.instances.get(name))
 
+    def version(self, name: str) -> int | None:
+        """The service row's version (None: no such service)."""
+        row = self.services.get(name)
+        return row[0] if row else None
+
     def pending(self, name: str) -> int:
         row = self.instances.get(name)
         return int(row[3] or 0) if row else 0
+
+
+def fingerprint_version(fingerprint: tuple | None) -> int | None:
+    """The service row's version in a Snapshot.service_fingerprint (None: none, or no row)."""
+    return fingerprint[0][0] if fingerprint and fingerprint[0] else None
 
 
 def load(s: Session) -> Snapshot:

@@ -103,11 +103,6 @@ PASS_COLUMNS = (Instance.id, Instance.service_name, Instance.slot, Instance.revi
                 Instance.restart_count, Instance.last_error, Instance.updated_at)
 
 
-def _version(fingerprint: tuple | None) -> object:
-    """The service row's version in a per-service fingerprint (pass_state.Snapshot.service_fingerprint)."""
-    return fingerprint[0][0] if fingerprint and fingerprint[0] else None
-
-
 def new_instance_id() -> str:
     return secrets.token_hex(5)
 
@@ -535,7 +530,7 @@ class Reconciler:
         # waiting for a node, or whose row a client changed since it was last planned: a scale-up,
         # a new revision), not while passes only catch up with the rollouts of what runs
         placing = any(name in new or snap.pending(name)
-                      or _version(self._seen.get(name)) != snap.services.get(name, (None,))[0]
+                      or pass_state.fingerprint_version(self._seen.get(name)) != snap.version(name)
                       for name in pick.deferred)
         self._book = (snap.fingerprint, seen, planned_at, {n.name: n.key() for n in nodes.values()},
                       bool(pick.deferred), placing)
