@@ -386,15 +386,25 @@ def stall_row(before: dict[str, float], after: dict[str, float]) -> tuple[str, s
 
 async def node_downs(api: httpx.AsyncClient) -> int:
     """node_down events recorded so far (every simulated agent stayed alive, so any is false):
-    the event stream from the first event, oldest first, until it says it caught up."""
-    count = 0
+    the event stream from the first event, oldest first, until it says it caught up. Any are
+    printed (how many, when, the first one's message: which rule declared them)."""
+    downs: list[dict] = []
+    last = ""
     async with api.stream("GET", "/v1/events", params={"watch": "true", "since": 0}) as r:
         async for line in r.aiter_lines():
             if line.startswith(": keep-alive"):
                 break
-            if line == "event: node_down":
-                count += 1
-    return count
+            if last == "event: node_down" and line.startswith("data:"):
+                try:
+                    downs.append(json.loads(line[5:]))
+                except ValueError:
+                    downs.append({})
+            last = line
+    if downs:
+        when = [str(d.get("time", "?")) for d in downs]
+        print(f"  node_down: {len(downs)}, from {when[0]} to {when[-1]}; first: {downs[0].get('message')}",
+              flush=True)
+    return len(downs)
 
 
 def ms(x: float) -> str:
