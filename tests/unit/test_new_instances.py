@@ -1,22 +1,35 @@
 """A pass writes the instances it creates with one INSERT after its other changes
 (orchestrator/new_instances.py): the rows are as the pass left them (placed), and a
 replacement that takes the (service, revision, slot) of an instance the same pass stopped
-commits (the live-slot unique index sees the stop first). A real Reconciler on SQLite."""
+commits (the live-slot unique index sees the stop first). A real Reconciler on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 import time
+
+import pytest
 
 from orchestrator.db import Database, migrate
 from orchestrator.hub import Hub
 from orchestrator.models import Event, Instance, Node, Service
 from orchestrator.reconcile import Reconciler
+from tests import pg
 
 NODES = ["n0", "n1"]
 
 
-def _cluster(tmp_path):  # type: ignore[no-untyped-def]
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    migrate(url)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        u = f"sqlite:///{tmp_path / 'state.db'}"
+        migrate(u)
+        yield u
+        return
+    u = pg.fresh_database()
+    yield u
+    pg.drop_database(u)
+
+
+def _cluster(url):  # type: ignore[no-untyped-def]
     db, hub, now = Database(url), Hub(), time.time()
 
     def seed(s):  # type: ignore[no-untyped-def]
@@ -39,8 +52,8 @@ def _rows(db: Database) -> list[tuple]:
                                     i.restart_count, i.last_error) for i in s.query(Instance)))
 
 
-def test_the_rows_a_pass_creates_are_written_placed(tmp_path):  # type: ignore[no-untyped-def]
-    db, hub = _cluster(tmp_path)
+def test_the_rows_a_pass_creates_are_written_placed(url):  # type: ignore[no-untyped-def]
+    db, hub = _cluster(url)
     r = Reconciler(db, hub)
     r._pass()
     rows = _rows(db)
@@ -50,8 +63,8 @@ def test_the_rows_a_pass_creates_are_written_placed(tmp_path):  # type: ignore[n
     assert db.run(lambda s: s.get(Service, "web").rollout_phase) in ("complete", "progressing")
 
 
-def test_a_lost_node_s_slots_are_taken_again_in_the_same_pass(tmp_path):  # type: ignore[no-untyped-def]
-    db, hub = _cluster(tmp_path)
+def test_a_lost_node_s_slots_are_taken_again_in_the_same_pass(url):  # type: ignore[no-untyped-def]
+    db, hub = _cluster(url)
     r = Reconciler(db, hub, node_ttl=5.0)
     r._pass()
     on_n0 = {row[0] for row in _rows(db) if row[2] == "n0"}

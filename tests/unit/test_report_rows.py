@@ -1,6 +1,6 @@
 """A batch of agents' reports is written as plain rows (orchestrator/report_rows.py): what each
 report changes lands, only the columns it changed, events are recorded, a finished instance
-is deleted, and the rest is left alone. api/agent.py's _write_reports on a real SQLite database."""
+is deleted, and the rest is left alone. api/agent.py's _write_reports on real SQLite and PostgreSQL databases."""
 from __future__ import annotations
 
 import time
@@ -8,16 +8,29 @@ from types import SimpleNamespace
 
 from orchestrator import report_rows
 from orchestrator.api.agent import _write_reports
+import pytest
+
 from orchestrator.db import Database, migrate
 from orchestrator.models import Event, Instance, Node, Service
 from orchestrator.protocol import ReportItem
+from tests import pg
 
 T0 = 1_000.0
 
 
-def _setup(tmp_path):  # type: ignore[no-untyped-def]
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    migrate(url)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        u = f"sqlite:///{tmp_path / 'state.db'}"
+        migrate(u)
+        yield u
+        return
+    u = pg.fresh_database()
+    yield u
+    pg.drop_database(u)
+
+
+def _setup(url):  # type: ignore[no-untyped-def]
     db = Database(url)
 
     def seed(s):  # type: ignore[no-untyped-def]
@@ -46,13 +59,19 @@ def _setup(tmp_path):  # type: ignore[no-untyped-def]
     return db, st, calls
 
 
+def _sqlite(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    u = f"sqlite:///{tmp_path / 'state.db'}"
+    migrate(u)
+    return u
+
+
 def _row(db: Database, iid: str):  # type: ignore[no-untyped-def]
     return db.run(lambda s: (lambda i: None if i is None else {c: getattr(i, c) for c in report_rows.COLUMNS})(
         s.get(Instance, iid)))
 
 
-def test_a_batch_writes_what_its_reports_change_and_nothing_else(tmp_path):  # type: ignore[no-untyped-def]
-    db, st, calls = _setup(tmp_path)
+def test_a_batch_writes_what_its_reports_change_and_nothing_else(url):  # type: ignore[no-untyped-def]
+    db, st, calls = _setup(url)
     e_before = _row(db, "e")
     now = time.time()
     report = [
@@ -88,7 +107,7 @@ def _statements(db: Database) -> list[str]:
 
 
 def test_only_the_columns_a_report_changed_are_written(tmp_path):  # type: ignore[no-untyped-def]
-    db, st, _calls = _setup(tmp_path)
+    db, st, _calls = _setup(_sqlite(tmp_path))
     seen = _statements(db)
     report = [ReportItem(instance_id="b", state="running", container_id="c-b", healthy=False, restart_count=0,
                          error="health check failed"),
@@ -104,7 +123,7 @@ def test_only_the_columns_a_report_changed_are_written(tmp_path):  # type: ignor
 
 
 def test_a_report_that_changes_nothing_writes_no_instance(tmp_path):  # type: ignore[no-untyped-def]
-    db, st, _calls = _setup(tmp_path)
+    db, st, _calls = _setup(_sqlite(tmp_path))
     seen = _statements(db)
     same = [ReportItem(instance_id=k, state="running", container_id=f"c-{k}", healthy=None, restart_count=0)
             for k in "bcd"] + [ReportItem(instance_id="a", state="assigned", container_id=None, restart_count=0)]
