@@ -16,10 +16,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 from pydantic import TypeAdapter
+from sqlalchemy.orm import object_session
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
-from orchestrator import agent_keys, assignments, gcpause, join as joining, metrics, node_loss, report_rows
+from orchestrator import agent_keys, assignments, gcpause, join as joining, metrics, node_loss
 from orchestrator.api.deps import State, YamlRoute, node_principal, state
 from orchestrator.auth import Principal, check_join_token, hash_secret, new_secret
 from orchestrator.batching import Batcher
@@ -107,27 +108,23 @@ def _write_reports(st: State, batch: list[tuple[str, list[ReportItem] | None, fl
     def write(s, items):  # type: ignore[no-untyped-def]
         # Most of a report says again what the database has (a node starting hundreds of
         # containers reports all of them every time one more runs): compare plain rows first,
-        # and write only the instances the report changes (report_rows.py).
+        # and load as objects only the instances the report changes.
         nodes = sorted({n for n, r, _ in items if r is not None})
         stored: dict[str, list[Any]] = defaultdict(list)
         for chunk in assignments.chunks(nodes):
-            for row in s.execute(select(*report_rows.LOADED).where(Instance.node_name.in_(chunk))):
+            for row in s.execute(select(*REPORTED).where(Instance.node_name.in_(chunk))):
                 stored[row.node_name].append(row)
-        changing = {row.id: row for n, r, _ in items if r is not None for row in _changing(stored.get(n, []), r)}
-        # in id order: with several servers on PostgreSQL, batches lock rows in one order
-        changes = report_rows.Batch(sorted(changing.values(), key=lambda row: row.id))
-        by_node: dict[str, list[Any]] = defaultdict(list)
-        for i in changes.rows:
-            by_node[i.node_name].append(i)
+        changing = sorted({row.id for n, r, _ in items if r is not None for row in _changing(stored.get(n, []), r)})
+        by_node: dict[str, list[Instance]] = defaultdict(list)
+        for chunk in assignments.chunks(changing):
+            for i in s.scalars(select(Instance).where(Instance.id.in_(chunk))):
+                by_node[i.node_name].append(i)
         # the batch's nodes in one read: a Session.get per report was a query each, and each
         # flushed the reports before it (autoflush), ~60 % of a 500-report batch at 5,000 nodes
         rows: dict[str, Node] = {}
         for chunk in assignments.chunks(sorted({n for n, _r, _t in items})):
             rows.update((n.name, n) for n in s.scalars(select(Node).where(Node.name.in_(chunk))))
-        out = [_write_report(s, st, rows.get(n), n, r, t, by_node.get(n, []), changes, evented, routed)
-               for n, r, t in items]
-        changes.write(s)
-        return out
+        return [_write_report(s, st, rows.get(n), n, r, t, by_node.get(n, []), evented, routed) for n, r, t in items]
 
     try:
         with gcpause.paused():  # thousands of instance objects live until the batch commits
@@ -197,8 +194,7 @@ def _changing(rows: list[Any], report: list[ReportItem]) -> list[Any]:
 
 
 def _write_report(s, st: State, n: Node | None, node: str, report: list[ReportItem] | None,  # type: ignore[no-untyped-def]
-                  now: float, instances: list[Any], batch: report_rows.Batch, evented: list[bool],
-                  routed: list[bool]) -> bool:
+                  now: float, instances: list[Instance], evented: list[bool], routed: list[bool]) -> bool:
     """Apply one node's report in the caller's transaction; True when the loop should look soon.
     `n`: the node's row (None: removed); `instances`: those of the node's instances the report
     changes (_changing); the others are left as they are."""
@@ -215,7 +211,7 @@ def _write_report(s, st: State, n: Node | None, node: str, report: list[ReportIt
         r = seen.get(i.id)
         if r is None:
             if i.desired_state == "stopped":
-                batch.delete(i)  # its container is gone: the instance is finished
+                s.delete(i)  # its container is gone: the instance is finished
                 kick = True
             elif i.state not in ("assigned", "pending"):
                 i.state, i.ready_since, i.updated_at = "assigned", None, now
@@ -226,7 +222,7 @@ def _write_report(s, st: State, n: Node | None, node: str, report: list[ReportIt
         routing = (i.state, i.healthy is False, i.host_ports)
         # a state change matters to the loop at once only where it waits on it; the next
         # interval's pass sees the others (its fingerprint includes updated_at)
-        kick |= _observe(i, r, now, s) and (watched is None or i.service_name in watched)
+        kick |= _observe(i, r, now) and (watched is None or i.service_name in watched)
         if i.desired_state == "running" and routing != (i.state, i.healthy is False, i.host_ports):
             routed.append(True)
     if not kick and any(isinstance(o, Event) and o.node == node for o in s.new):
@@ -234,9 +230,7 @@ def _write_report(s, st: State, n: Node | None, node: str, report: list[ReportIt
     return kick
 
 
-def _observe(i: Any, r: ReportItem, now: float, s: Any = None) -> bool:
-    """Apply one report item to an instance (a report_rows.ReportedRow, or an Instance); events
-    go to session `s` (None: none recorded)."""
+def _observe(i: Instance, r: ReportItem, now: float) -> bool:
     if i.desired_state == "stopped" and i.state == "lost":
         return False  # fenced: keep saying lost until the agent removes the container
     before = (i.state, i.healthy, i.restart_count, i.container_id, i.last_error)
@@ -250,15 +244,17 @@ def _observe(i: Any, r: ReportItem, now: float, s: Any = None) -> bool:
     elif not ready:
         i.ready_since = None
     changed = before != (i.state, i.healthy, i.restart_count, i.container_id, i.last_error)
-    if s is not None:
-        _instance_events(s, i, before, prev_exit, now)
+    _instance_events(i, before, prev_exit, now)
     if changed:
         i.updated_at = now
     return changed
 
 
-def _instance_events(s: Any, i: Any, before: tuple, prev_exit: int | None, now: float) -> None:
+def _instance_events(i: Instance, before: tuple, prev_exit: int | None, now: float) -> None:
     """Events for what the agent saw happen to an instance: health check failed, restarted."""
+    s = object_session(i)
+    if s is None:
+        return
     where = f"instance {i.id} (slot {i.slot}, revision {i.revision}) on {i.node_name}"
     if i.healthy is False and before[1] is not False:
         record(s, "instance_unhealthy", f"{where} is unhealthy: {i.last_error or 'health check failed'}",
