@@ -436,6 +436,10 @@ class Session:
 
     async def _send_body(self, req: _Req, uw: asyncio.StreamWriter, chunked: bool) -> None:
         while True:
+            if uw.transport.is_closing():
+                # the backend reset the connection (uvloop raises on a write to it): stop sending,
+                # and let the response read tell an early answer (413…) from no answer at all
+                return
             if req.body:
                 uw.writelines([rt.chunk(b) for b in req.body] if chunked else req.body)
                 req.body.clear()
@@ -451,7 +455,7 @@ class Session:
             if not data:
                 raise _ClientGone
             self._feed(data)
-        if chunked:
+        if chunked and not uw.transport.is_closing():
             uw.write(rt.LAST_CHUNK)
 
     async def _tunnel(self, conn: UpstreamConn) -> None:

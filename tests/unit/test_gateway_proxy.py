@@ -406,10 +406,13 @@ def test_an_instance_closing_without_a_byte_is_retried_on_another_for_a_get(back
         for _ in range(4):  # every other request would go to the closing one first
             status, _, body = get(gw, "/r")
             assert status == 200 and json.loads(body)["backend"] == "b1"
-        # a POST may have been acted on: it is not sent again
+        # a POST may have been acted on: it is not sent again. Repeated: the backend's reset can
+        # land before the body is written (uvloop then raised on the write, and the client's
+        # connection was cut instead of answered, in ~5 % of requests)
         gw2 = make_gw([route("web", "web.localhost", {"closing": port})])
-        status, _, body = get(gw2, "/p", method="POST", body=b"x")
-        assert status == 502 and "without responding" in error_of(body)["message"]
+        for _ in range(40):
+            status, _, body = get(gw2, "/p", method="POST", body=b"x")
+            assert status == 502 and "without responding" in error_of(body)["message"]
     finally:
         srv.close()
 
