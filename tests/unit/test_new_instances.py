@@ -80,3 +80,23 @@ def test_a_lost_node_s_slots_are_taken_again_in_the_same_pass(url):  # type: ign
     assert sorted(row[0] for row in running) == [1, 2, 3, 4] and {row[2] for row in running} == {"n1"}
     assert {row[0] for row in rows if row[4] == "lost"} == on_n0
     assert db.run(lambda s: s.query(Event).filter(Event.kind == "node_down").count()) == 1
+
+
+def test_the_plain_instance_has_every_column_of_the_table_with_its_default():
+    """A column added to models.Instance but not to NewInstance would be left NULL by the
+    pass's INSERT (or fail it): the two lists must stay one."""
+    from dataclasses import MISSING, fields
+
+    from orchestrator.new_instances import COLUMNS, NewInstance
+
+    table = Instance.__table__
+    assert set(COLUMNS) == {c.name for c in table.columns}
+    for f in fields(NewInstance):
+        column = table.columns[f.name]
+        if column.default is None:  # NULL when nullable, else the pass must always give it
+            assert f.default is (None if column.nullable else MISSING) and f.default_factory is MISSING, f.name
+            continue
+        ours = f.default_factory() if f.default_factory is not MISSING else f.default
+        theirs = column.default.arg
+        theirs = theirs(None) if callable(theirs) else theirs
+        assert ours == theirs, f.name
