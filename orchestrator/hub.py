@@ -135,23 +135,30 @@ class Hub:
         self.wake_all()
         self._wake_event_waiters()
 
-    def heartbeat_interval(self) -> float:
-        """Seconds between an agent's syncs: the configured interval, stretched past 200 nodes."""
-        return max(self.base_heartbeat, len(self.heartbeats) / MAX_HEARTBEATS_PER_SECOND)
+    def heartbeat_interval(self, nodes: int = 0) -> float:
+        """Seconds between an agent's syncs: the configured interval, stretched past 200 nodes.
 
-    def node_grace(self, configured: float) -> float:
+        What this server hands its agents counts the nodes it heard (its own sync rate is what
+        the stretch bounds). The leader's TTL and grace pass `nodes`, the cluster's node count:
+        an agent of another server may have been told a longer interval than the leader's own
+        count gives (agents spread unevenly, or all on another server), and a TTL from the
+        smaller count declared such nodes down between two of their syncs."""
+        return max(self.base_heartbeat, max(len(self.heartbeats), nodes) / MAX_HEARTBEATS_PER_SECOND)
+
+    def node_grace(self, configured: float, nodes: int = 0) -> float:
         """Seconds a node whose agent dropped its long poll has to reconnect: the configured
         grace, stretched with the interval (an agent's next poll may be that far off on a busy
         server). With several servers, at least the heartbeat flush period and a margin: the
         agent may reconnect to another server, whose heartbeats reach the table that often."""
-        grace = max(configured, self.heartbeat_interval())
+        grace = max(configured, self.heartbeat_interval(nodes))
         if self.coord.shared:
             grace = max(grace, min(1.0, self.base_heartbeat) + FLUSH_MARGIN)
         return grace
 
-    def node_ttl(self, configured: float) -> float:
-        """Seconds of silence before a node is down: the configured TTL, stretched with the interval."""
-        return max(configured, TTL_HEARTBEATS * self.heartbeat_interval())
+    def node_ttl(self, configured: float, nodes: int = 0) -> float:
+        """Seconds of silence before a node is down: the configured TTL, stretched with the
+        interval (of `nodes` nodes at least: see heartbeat_interval)."""
+        return max(configured, TTL_HEARTBEATS * self.heartbeat_interval(nodes))
 
     def beat(self, node: str, now: float) -> None:
         self.heartbeats[node] = now

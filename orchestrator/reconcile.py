@@ -430,8 +430,10 @@ class Reconciler:
     def _decide(self, views: list[liveness.NodeBeat], now: float) -> list[liveness.Transition]:
         """core/liveness.py's decision with this server's TTL, grace and start of term; notes when
         to look again (self._wake)."""
-        ttl = self.hub.node_ttl(self.node_ttl)  # stretched in large clusters (see hub.py)
-        grace = self.hub.node_grace(self.node_grace) if self.node_grace > 0 else None
+        # stretched in large clusters, by the count of every node row: any server may have handed
+        # its agents the interval of that many (see hub.py)
+        ttl = self.hub.node_ttl(self.node_ttl, len(views))
+        grace = self.hub.node_grace(self.node_grace, len(views)) if self.node_grace > 0 else None
         since = self._grace_from()
         self._wake = liveness.next_deadline(views, now, ttl, since, grace)
         return liveness.decide(views, now, ttl, since, grace)

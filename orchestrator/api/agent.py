@@ -71,6 +71,7 @@ def join(body: JoinIn, st: State = Depends(state)) -> dict:
         # the node's own agent keeps its credential (a crash between our commit and its saving
         # a new one would lock it out); anyone else gets a fresh one
         credential = body.credential if verdict.kind == "own" else new_secret("dyn")
+        replaced = n is not None and n.credential_hash != hash_secret(credential)
         if n is None:
             n = Node(name=body.node_name, created_at=now, status="ready", availability="active")
             s.add(n)
@@ -84,14 +85,19 @@ def join(body: JoinIn, st: State = Depends(state)) -> dict:
         n.agent_version, n.engine_version = body.agent_version, body.engine_version
         n.credential_hash, n.status, n.last_heartbeat = hash_secret(credential), "ready", now
         agent_keys.set_cert(s, body.node_name, body.agent_cert)  # pinned for the server's calls to the agent
-        return credential, agent_keys.issue(s, body.node_name)  # for the server's calls to the agent's API (logs)
+        # (the key: for the server's calls to the agent's API, logs)
+        return credential, agent_keys.issue(s, body.node_name), replaced
 
     try:
-        credential, agent_key = st.db.run(write)
+        credential, agent_key, replaced = st.db.run(write)
     except Conflict as exc:
         logging.getLogger("dockyard.join").warning("join as %s refused: %s", body.node_name, exc.message)
         raise
-    st.hub.forget_node(body.node_name)  # its previous credential no longer works
+    if replaced:
+        # its previous credential no longer works. Only then: every forget moves the credential
+        # epoch on every server, and no credential check in flight is cached meanwhile, so a
+        # forget per join made each sync of a join storm (5,000 agents) a database read
+        st.hub.forget_node(body.node_name)
     st.hub.beat(body.node_name, now)
     st.hub.bump([body.node_name])
     st.loop.kick()

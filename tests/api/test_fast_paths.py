@@ -82,6 +82,31 @@ def test_a_removed_or_rejoined_node_credential_stops_working_at_once(client, ano
     assert anon.post("/v1/agent/sync", json={}, headers=bearer(new)).status_code == 200
 
 
+def test_only_a_join_that_replaces_a_credential_forgets_cached_ones(client, anon):
+    """Each forget moves every server's credential epoch, and no check in flight is cached
+    meanwhile: a forget per join made a join storm's syncs all database reads."""
+    from orchestrator.models import Node
+
+    st = client.app.state.dy
+    old = join_node(client, "n1")
+    assert anon.post("/v1/agent/sync", json={}, headers=bearer(old)).status_code == 200  # cached
+    epoch = st.hub.credential_epoch()
+    join_node(client, "n2")  # a new node: nothing of it can be cached
+    r = anon.post("/v1/agent/join", json={"join_token": JOIN, "node_name": "n1", "credential": old})
+    assert r.status_code == 200 and r.json()["credential"] == old  # its own: still valid
+    assert st.hub.credential_epoch() == epoch
+    assert anon.post("/v1/agent/sync", json={}, headers=bearer(old)).status_code == 200
+
+    def down(s):  # type: ignore[no-untyped-def]
+        s.get(Node, "n1").status = "down"
+
+    st.db.run(down)  # down: another agent may take the name, with a fresh credential
+    new = join_node(client, "n1")
+    assert new != old and st.hub.credential_epoch() > epoch
+    assert_error_shape(anon.post("/v1/agent/sync", json={}, headers=bearer(old)), 401, "unauthorized")
+    assert anon.post("/v1/agent/sync", json={}, headers=bearer(new)).status_code == 200
+
+
 def test_concurrent_syncs_each_get_their_own_nodes_assignments(client):
     creds = {f"n{k}": join_node(client, f"n{k}") for k in range(6)}
     assert client.put("/v1/services/web", json={**SPEC, "replicas": 12}).status_code == 201

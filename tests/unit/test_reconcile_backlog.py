@@ -224,7 +224,7 @@ def _kicked_during_passes(r, monkeypatch, api: bool) -> None:  # type: ignore[no
 
 def _large(r) -> None:  # type: ignore[no-untyped-def]
     """As on a cluster past 200 nodes: hub.py stretches the heartbeat interval (here to 2 s)."""
-    r.hub.heartbeat_interval = lambda: 2.0
+    r.hub.heartbeat_interval = lambda nodes=0: 2.0
 
 
 def test_a_burst_of_api_writes_holds_wake_ups_until_it_ends(loop, monkeypatch):  # type: ignore[no-untyped-def]
