@@ -427,6 +427,19 @@ def cpu_table(out: dict, sizes: list[int]) -> str:
     return "\n".join(lines)
 
 
+def pairs(out: dict, sizes: list[int]) -> str:
+    """Dockyard ÷ floor within each repeat (the two ran one after the other, in turns), and the
+    median of those: less moved by the engine's drift over a run than the ratio of medians."""
+    lines = []
+    for n in sizes:
+        f, d = out.get((f"converge {n}", "floor"), []), out.get((f"converge {n}", "dockyard"), [])
+        each = [b / a for a, b in zip(f, d) if a and b]
+        if each:
+            lines.append(f"# converge {n}: Dockyard ÷ floor per repeat " + ", ".join(f"{r:.2f}×" for r in each)
+                         + f"; median {median(each):.2f}×")
+    return "\n".join(lines)
+
+
 def table(out: dict, keys: list[str], repeat: int) -> str:
     lines = [f"| scenario (median of {repeat}) | raw floor | Dockyard | Swarm | Dockyard ÷ floor | Dockyard ÷ Swarm | target |",
              "|---|---|---|---|---|---|---|"]
@@ -486,9 +499,13 @@ def main() -> int:
         swarm = Swarm(api, args.swarm_restart_delay)
         for rep in range(args.repeat):
             print(f"# run {rep + 1}/{args.repeat}", flush=True)
-            for s in (raw, dy, swarm):
-                if s is not None and s.name in systems:
-                    run_system(s, api, poller, sizes, f"{tag}r{rep}", out, args.timeout, args.profile)
+            # the order turns with every repeat: the engine slows over a run (the floor's converge 100
+            # took 12.6, 15.1, 17.4 s in three repeats of one run), and whoever always ran second
+            # paid for it
+            order = [x for x in (raw, dy, swarm) if x is not None and x.name in systems]
+            k = rep % len(order) if order else 0
+            for s in order[k:] + order[:k]:
+                run_system(s, api, poller, sizes, f"{tag}r{rep}", out, args.timeout, args.profile)
             if dy is not None and not args.skip_node_loss:
                 node_loss(dy, api, poller, f"{tag}r{rep}", rep, out)
         if dy is not None:
@@ -508,6 +525,8 @@ def main() -> int:
                                                 f"rolling update {ROLL}", "node loss (1 of 3 agents)"]
     print()
     print(table(out, keys, args.repeat))
+    print()
+    print(pairs(out, sizes))
     print()
     print(cpu_table(out, sizes))
     print(f"\n# load average at the end: {loadavg()}")

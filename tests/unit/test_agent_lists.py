@@ -113,3 +113,40 @@ def test_removals_need_no_list_and_the_list_stays_a_safety_net(monkeypatch):
     monkeypatch.setattr(agent_main.time, "monotonic", lambda: clock)
     a.reconcile_once()  # a second later: the safety-net list
     assert engine.lists == 2
+
+
+def test_actions_finishing_one_by_one_do_not_each_make_a_pass(monkeypatch):
+    """A pass per finished start made a converge O(N^2) in the agent: while actions run, passes
+    are BUSY_PASS_SPACING apart (here longer than the whole run), and the last one's end makes a
+    pass at once, which reports every container."""
+    import threading
+    import time
+
+    monkeypatch.setattr(agent_main, "REPORT_SPACING", 0.0)
+    monkeypatch.setattr(agent_main, "BUSY_PASS_SPACING", 60.0)
+    engine = FakeEngine()
+    run = engine.run
+
+    def slow_run(a: Assignment, observe: bool = True) -> Observed:
+        time.sleep(0.005)
+        return run(a, observe)
+
+    engine.run = slow_run  # type: ignore[method-assign]
+    a = Agent(AgentConfig(server="http://127.0.0.1:9", join_token="j", node_name="n1", concurrency=1),
+              driver=engine)  # type: ignore[arg-type]
+    a.client = reports = Reports()  # type: ignore[assignment]
+    passes = []
+    once = a.reconcile_once
+    a.reconcile_once = lambda: (passes.append(1), once())  # type: ignore[method-assign]
+    a._take("g1", [Assignment(f"i{k}", "web", k, 1, {"image": "x"}) for k in range(40)])
+    t = threading.Thread(target=a.reconcile_forever, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (reports.sent and len(reports.sent[-1] or []) == 40):
+        time.sleep(0.01)
+    a.stop.set()
+    a.wake.set()
+    t.join(timeout=5)
+    a.pool.shutdown()
+    assert len(engine.containers) == 40 and len(reports.sent[-1]) == 40
+    assert len(passes) <= 3  # the first (submits 40), maybe one the spacing let through, the last
