@@ -40,11 +40,6 @@ LIST_SPACING = 20.0
 # containers start, one report per start made the server's work grow with the square of
 # their number. A change after a quiet spell is reported at once.
 REPORT_SPACING = 5.0
-# While actions are running, passes are at least this far apart. Each finished action wakes the
-# reconciler, and a pass costs O(containers) (diff, report, health checks): a pass per start of
-# a converge of N made the agent's work grow with N squared. Every action of a pass is handed to
-# the pool at once, so passes in between only report; the last action's end wakes one at once.
-BUSY_PASS_SPACING = 0.25
 
 
 @dataclass
@@ -105,7 +100,6 @@ class Agent:
         self._list_took = 0.0
         self._report_next = 0.0  # time.monotonic() before which a changed report waits
         self._report_waits = False  # a report waited: the reconciler looks again when it may go
-        self._passed_at = float("-inf")  # time.monotonic() when the last pass began
         self.pool = ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="act")
         self.heartbeat = 1.0
         self._last_report: list[dict] | None = None
@@ -279,17 +273,8 @@ class Agent:
             if self._report_waits:
                 timeout = min(timeout, max(0.0, self._report_next - time.monotonic()))
             self.wake.wait(timeout=timeout)
-            while not self.stop.is_set():  # until the spacing is over or no action runs
-                with self.lock:
-                    busy = bool(self.busy)
-                rest = self._passed_at + BUSY_PASS_SPACING - time.monotonic()
-                if not busy or rest <= 0:
-                    break
-                self.wake.clear()  # a pass follows anyway: what woke us is seen by it
-                self.wake.wait(rest)
             self.wake.clear()
             self._report_waits = False
-            self._passed_at = time.monotonic()
             try:
                 self.reconcile_once()
             except Exception as exc:
